@@ -1,0 +1,32 @@
+# SpecDiffTree — common commands. `make setup` once, then `make test` / `make run`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Runs a command with the fast BLAS preloaded on Linux (no-op elsewhere).
+WITH_BLAS := $(PY) -m specdifftree.blas exec --
+
+.PHONY: setup blas test run bench report clean
+
+setup: blas
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m specdifftree.blas check
+
+# Debian/Ubuntu: install OpenBLAS (the mlx-cpu wheel only ships reference BLAS).
+blas:
+	@if [ "$$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0'; then \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libopenblas0-pthread; \
+	  else echo "warning: install OpenBLAS (libopenblas.so.0) for fast fp32 matmuls on CPU"; fi; \
+	fi
+
+test:
+	$(WITH_BLAS) $(PY) -m pytest -q
+
+run:
+	$(PY) -m specdifftree $(ARGS)
+
+clean:
+	rm -rf .pytest_cache .hypothesis build *.egg-info

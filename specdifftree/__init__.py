@@ -1,0 +1,3 @@
+"""SpecDiffTree: inference-time search experiments with MLX language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,68 @@
+"""The forecasting task: series -> prompt text; generated text -> forecast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .serialize import Serializer, complete
+from .series import Series
+
+
+@dataclass
+class Forecast:
+    values: np.ndarray
+    n_parsed: int
+    horizon: int
+
+    @property
+    def valid(self) -> bool:
+        return self.n_parsed == self.horizon
+
+    @property
+    def parsed_share(self) -> float:
+        return self.n_parsed / self.horizon if self.horizon else 0.0
+
+
+@dataclass
+class ForecastTask:
+    """Prompting and parsing for one dataset.
+
+    ``context_length``: how many of the last history values go into the prompt (None = all).
+    ``chat``: wrap the serialized history in the tokenizer's chat template with ``instruction``.
+    """
+
+    serializer: Serializer
+    context_length: int | None = 200
+    chat: bool = False
+    instruction: str = ("Continue this time series. Reply with the next {horizon} values only, "
+                        "in the same format:\n{history}")
+
+    def context(self, s: Series) -> np.ndarray:
+        x = np.asarray(s.x, dtype=np.float64)
+        return x[-self.context_length:] if self.context_length else x
+
+    def scale(self, s: Series) -> float:
+        return self.serializer.scale_for(self.context(s))
+
+    def prompt_text(self, s: Series, tokenizer=None) -> str:
+        history = self.serializer.encode(self.context(s), self.scale(s))
+        if not self.chat:
+            return history + self.serializer.separator
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt.chat=true needs a model whose tokenizer has a chat template")
+        msg = self.instruction.format(horizon=s.horizon, history=history)
+        return tokenizer.apply_chat_template([{"role": "user", "content": msg}],
+                                             add_generation_prompt=True, tokenize=False)
+
+    def parse(self, text: str, s: Series) -> Forecast:
+        vals, n_ok = self.serializer.parse(text, s.horizon, self.scale(s))
+        return Forecast(values=complete(vals, float(np.asarray(s.x)[-1])), n_parsed=n_ok,
+                        horizon=s.horizon)
+
+    def max_new_tokens(self, s: Series) -> int:
+        """Token budget per continuation when none is configured: h values with some slack."""
+        ctx = self.serializer.encode(self.context(s), self.scale(s))
+        per_value = len(ctx) / max(1, len(self.context(s)))  # characters per value incl. separator
+        return int(np.ceil(s.horizon * per_value * 1.25)) + 4
