@@ -66,3 +66,25 @@ class ForecastTask:
         ctx = self.serializer.encode(self.context(s), self.scale(s))
         per_value = len(ctx) / max(1, len(self.context(s)))  # characters per value incl. separator
         return int(np.ceil(s.horizon * per_value * 1.25)) + 4
+
+
+class ForecastEvaluator:
+    """Scores forecasts of one series with the M4 metrics (and Naive2 for OWA)."""
+
+    def __init__(self, task: ForecastTask):
+        self.task = task
+
+    @staticmethod
+    def naive2_errors(s: Series) -> tuple[float, float]:
+        from ..metrics.m4 import mase, smape
+        from ..search.classical import Naive2
+
+        f = Naive2().forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period)
+        return float(smape(s.y, f)), float(mase(s.x, s.y, f, s.period))
+
+    def score(self, values: np.ndarray, s: Series) -> dict:
+        from ..metrics.m4 import mase, smape
+
+        s2, m2 = self.naive2_errors(s)
+        return {"smape": float(smape(s.y, values)), "mase": float(mase(s.x, s.y, values, s.period)),
+                "smape_naive2": s2, "mase_naive2": m2}

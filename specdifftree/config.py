@@ -1,0 +1,90 @@
+"""Config composition (Hydra compose API) and validation of user-supplied values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def conf_dir() -> Path:
+    if not (CONF_DIR / "config.yaml").exists():
+        raise ConfigError(f"config folder {CONF_DIR} not found: install the package in editable mode "
+                          "(make setup) from a checkout of the repository")
+    return CONF_DIR
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config",
+            return_hydra_config: bool = False) -> DictConfig:
+    """The same config tree as the CLI, for notebooks and tests: ``compose(["method=dts"])``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides),
+                             return_hydra_config=return_hydra_config)
+
+
+def _int_or_none(cfg, key: str, minimum: int, what: str) -> None:
+    v = OmegaConf.select(cfg, key, default=None)
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ConfigError(f"{key}={v!r}: must be an integer >= {minimum}{what}")
+
+
+def _number(cfg, key: str, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, allow_none: bool = True) -> None:
+    v = OmegaConf.select(cfg, key, default=None)
+    if v is None:
+        if allow_none:
+            return
+        raise ConfigError(f"{key} is missing")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{key}={v!r}: must be a number")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ConfigError(f"{key}={v!r}: must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and v > hi:
+        raise ConfigError(f"{key}={v!r}: must be <= {hi}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` with one clear line for the first invalid value."""
+    for group in ("method", "dataset", "model", "reward"):
+        if OmegaConf.select(cfg, group) is None:
+            raise ConfigError(f"config group '{group}' is missing")
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as exc:  # noqa: BLE001 - omegaconf reports missing/interpolation errors
+        msg = str(exc).splitlines()[0]
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{key + ': ' if key else ''}{msg}") from exc
+    _int_or_none(cfg, "seed", 0, "")
+    _int_or_none(cfg, "num_samples", 1, " or null (every series)")
+    _int_or_none(cfg, "max_new_tokens", 1, " or null (derived from the horizon)")
+    _int_or_none(cfg, "budget.rollouts", 1, " or null (method.num_rollouts)")
+    _int_or_none(cfg, "budget.tokens", 1, " or null (unlimited)")
+    _int_or_none(cfg, "method.num_rollouts", 1, "")
+    _int_or_none(cfg, "method.expansion_k", 1, "")
+    _int_or_none(cfg, "method.parallel_rollouts", 1, "")
+    _number(cfg, "method.temperature", 0, lo_open=True)
+    _number(cfg, "method.rollout_temperature", 0)
+    _int_or_none(cfg, "dataset.context_length", 2, " or null (whole history)")
+    _int_or_none(cfg, "prompt.decimals", 0, "")
+    _number(cfg, "prompt.decimals", 0, 8)
+    _number(cfg, "prompt.scale_quantile", 0, 1, lo_open=True)
+    _number(cfg, "prompt.scale_target", 0, lo_open=True)
+    _number(cfg, "backend.logprob_cache_mb", 0, lo_open=True)
+    sep = OmegaConf.select(cfg, "prompt.separator", default=", ")
+    if not isinstance(sep, str) or not sep.strip() or any(c.isdigit() or c in ".-" for c in sep):
+        raise ConfigError(f"prompt.separator={sep!r}: needs a non-space character and no digits, '.' or '-'")
+    if not OmegaConf.select(cfg, "method._target_"):
+        raise ConfigError("method._target_ is missing: pick a method with method=<name>")
