@@ -1,0 +1,43 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_M4 = REPO.parent / "shared" / "data" / "m4"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Generated models go to a per-session cache (inherited by CLI subprocesses)."""
+    if not os.environ.get("SPECDIFFTREE_TEST_KEEP_CACHE"):
+        os.environ["SPECDIFFTREE_CACHE"] = str(tmp_path_factory.mktemp("sdt-cache"))
+    os.environ.setdefault("WANDB_MODE", "offline")
+    yield
+
+
+@pytest.fixture(scope="session")
+def m4_root() -> Path:
+    if not (SHARED_M4 / "Hourly-train.csv").exists():
+        pytest.skip(f"M4 data not found at {SHARED_M4} (../shared/data/m4 beside the checkout)")
+    return SHARED_M4
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    from omegaconf import OmegaConf
+
+    from specdifftree.backend.loader import load
+
+    return load(OmegaConf.create({"builtin": "tiny_random", "dtype": "float32"}))
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run ``python -m specdifftree ARGS`` in a subprocess; returns CompletedProcess."""
+    e = dict(os.environ)
+    e.update(env or {})
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "specdifftree", *args], cwd=cwd or REPO,
+                          env=e, capture_output=True, text=True, timeout=timeout)

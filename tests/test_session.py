@@ -1,0 +1,135 @@
+"""Session accounting and consistency on the real tiny model loaded through mlx_lm.load."""
+
+import json
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from specdifftree.backend.loader import load, resolve_path
+from specdifftree.backend.session import Session
+from specdifftree.errors import BackendError, ModelError
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_lm):
+    return tiny_lm.encode("12.50, 13.75, 11.00, " * 12)
+
+
+def test_tiny_model_is_a_real_mlx_lm_folder(tiny_lm):
+    from pathlib import Path
+
+    folder = Path(tiny_lm.path)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (folder / name).is_file()
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["model_type"] == "llama"
+    from mlx.utils import tree_flatten
+
+    n_params = sum(v.size for _, v in tree_flatten(tiny_lm.model.parameters()))
+    assert 1_000_000 <= n_params <= 5_000_000
+    assert tiny_lm.decode(tiny_lm.encode("3.14, -2.50")) == "3.14, -2.50"
+
+
+def test_greedy_costs_prompt_plus_generated(tiny_lm, prompt):
+    s = Session(tiny_lm, prompt)
+    assert s.tokens_processed == len(prompt) == s.prompt_tokens
+    (ro,) = s.rollout([()], 40, temperature=0.0)
+    G = len(ro.tokens)
+    assert G >= 1
+    # every generated token but the last is fed once; nothing is recomputed
+    assert s.tokens_processed == s.prompt_tokens + G - 1
+    assert s.model_calls == 1 + (G - 1)
+
+
+def test_greedy_matches_full_recomputation(tiny_lm, prompt):
+    """The KV-cached greedy path equals argmax of a full forward pass at every step."""
+    import mlx.core as mx
+
+    s = Session(tiny_lm, prompt)
+    (ro,) = s.rollout([()], 12, temperature=0.0)
+    seq = list(prompt)
+    for t, lp in zip(ro.tokens, ro.logprobs):
+        logits = tiny_lm.model(mx.array([seq]))[0, -1].astype(mx.float32)
+        ref = np.array(logits - mx.logsumexp(logits), dtype=np.float64)
+        assert int(np.argmax(ref)) == t
+        assert abs(ref[t] - lp) < 1e-4
+        seq.append(t)
+
+
+def test_cached_logprobs_cost_nothing(tiny_lm, prompt):
+    s = Session(tiny_lm, prompt)
+    (ro,) = s.rollout([()], 10, temperature=1.0, rng=np.random.default_rng(1))
+    before = (s.tokens_processed, s.model_calls)
+    lps = s.logprobs([tuple(ro.tokens[:k]) for k in range(len(ro.tokens))])
+    assert (s.tokens_processed, s.model_calls) == before
+    for k, t in enumerate(ro.tokens):
+        assert abs(lps[k, t] - ro.logprobs[k]) < 1e-9
+    np.testing.assert_allclose(np.exp(lps).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_batched_rollout_matches_single(tiny_lm, prompt):
+    prefixes = [(), (5, 6), (7,), (5, 6, 8, 9)]
+    a = Session(tiny_lm, prompt).rollout(prefixes, 8, temperature=0.0)
+    for p, ro in zip(prefixes, a):
+        (single,) = Session(tiny_lm, prompt).rollout([p], 8, temperature=0.0)
+        assert ro.tokens == single.tokens
+        np.testing.assert_allclose(ro.logprobs, single.logprobs, atol=1e-4)
+
+
+def test_seeded_sampling_is_reproducible(tiny_lm, prompt):
+    r1 = Session(tiny_lm, prompt).rollout([(), ()], 15, temperature=1.0, rng=np.random.default_rng(3))
+    r2 = Session(tiny_lm, prompt).rollout([(), ()], 15, temperature=1.0, rng=np.random.default_rng(3))
+    r3 = Session(tiny_lm, prompt).rollout([(), ()], 15, temperature=1.0, rng=np.random.default_rng(4))
+    assert [r.tokens for r in r1] == [r.tokens for r in r2]
+    assert [r.tokens for r in r1] != [r.tokens for r in r3]
+
+
+def test_sequence_logprob_extra_pass_is_counted_separately(tiny_lm, prompt):
+    s = Session(tiny_lm, prompt)
+    (ro,) = Session(tiny_lm, prompt).rollout([()], 10, temperature=1.0, rng=np.random.default_rng(0))
+    before = s.tokens_processed
+    lp, fed = s.sequence_logprob(ro.tokens)
+    assert s.tokens_processed == before and s.stats.eval_tokens == fed == len(ro.tokens) - 1
+    assert abs(lp - sum(ro.logprobs)) < 1e-3
+
+
+def test_context_overflow_is_a_backend_error(tiny_lm):
+    with pytest.raises(BackendError, match="exceeds the model's context"):
+        Session(tiny_lm, [5] * (tiny_lm.max_context + 1))
+
+
+def test_missing_and_broken_model_folders(tmp_path):
+    with pytest.raises(ModelError, match="no such folder"):
+        resolve_path(OmegaConf.create({"path": str(tmp_path / "nope")}))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_path(OmegaConf.create({"path": str(tmp_path / "empty")}))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="cannot load model"):
+        load(OmegaConf.create({"path": str(broken)}))
+
+
+def test_quantized_model_folder_loads_and_generates(tiny_lm, tmp_path):
+    import shutil
+
+    from mlx_lm.utils import load_model, quantize_model, save_config, save_model
+
+    from pathlib import Path
+
+    src = Path(tiny_lm.path)
+    model, config = load_model(src)
+    model, config = quantize_model(model, config, group_size=64, bits=4)
+    out = tmp_path / "tiny-4bit"
+    save_model(out, model)
+    save_config(config, out / "config.json")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / name, out / name)
+    lm = load(OmegaConf.create({"path": str(out)}))
+    assert json.loads((out / "config.json").read_text())["quantization"]["bits"] == 4
+    s = Session(lm, lm.encode("1.00, 2.00, 3.00, "))
+    (ro,) = s.rollout([()], 5, temperature=0.0)
+    assert len(ro.tokens) >= 1 and s.tokens_processed == s.prompt_tokens + len(ro.tokens) - 1
