@@ -34,6 +34,10 @@ def _precheck(argv: list[str]) -> None:
         _fail(f"{first}{' (' + hint + ')' if hint and hint != first else ''}")
     except Exception as exc:  # noqa: BLE001 - e.g. override grammar errors
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.pop("hydra", None)  # resolved by Hydra itself at launch
     try:
         validate(cfg)
     except SpecDiffTreeError as exc:

@@ -179,16 +179,24 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     if not (run_dir / ".hydra").exists():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     done = writer.done_keys()
+    from .loggers import build_logger
+
+    logger = build_logger(cfg.get("logger"))
+    logger.start(cfg, run_dir)
     try:
         bar = tqdm(exp.samples, desc=f"{exp.method.name} {cfg.dataset.name}", unit="sample",
                    disable=not cfg.output.get("progress", True), leave=False)
         for index, s in enumerate(bar):
             if (exp.method.name, cfg.dataset.name, int(cfg.seed), s.id) in done:
                 continue
-            writer.write(run_sample(exp, s, index))
+            row = run_sample(exp, s, index)
+            writer.write(row)
+            logger.log_sample(row)
     finally:
-        writer.write_summary()
+        summary = writer.write_summary()
         writer.close()
+        logger.log_summary(summary, run_dir)
+        logger.finish()
     df = pd.DataFrame(writer.rows)
     df.attrs["run_dir"] = str(run_dir)
     df.attrs["model_cache_hit"] = exp.model_cache_hit
