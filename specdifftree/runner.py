@@ -108,7 +108,7 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
     row: dict = {"method": method.name, "dataset": cfg.dataset.name, "series_id": s.id,
                  "seed": int(cfg.seed), "sample_index": index, "horizon": s.horizon,
                  "period": s.period, "model": exp.lm.name if exp.lm else None,
-                 "reward_name": cfg.reward.get("name")}
+                 "reward_name": cfg.reward.get("name"), "error": None}
     if not method.needs_model:
         values = np.asarray(method.forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period),
                             dtype=np.float64)
@@ -149,10 +149,31 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
                    perplexity=float(np.exp(-mean_lp)) if mean_lp is not None else None,
                    reward_evaluations=oracle.evaluated, reward_nonfinite=oracle.nonfinite,
                    reward_time_s=oracle.time_s, model_time_s=session.stats.model_time_s)
+        st = session.stats
+        if st.plain_tokens:
+            plain = st.plain_logprob_sum / st.plain_tokens
+            row.update(plain_mean_logprob=plain,
+                       logprob_gap=(mean_lp - plain) if mean_lp is not None else None)
         row.update({k: v for k, v in result.stats.items() if k not in row})
     row.update(exp.evaluator.score(values, s))
     row["forecast"] = values
     row["time_s"] = time.perf_counter() - t0
+    return row
+
+
+def error_row(exp: Experiment, s: Series, index: int, exc: BaseException, elapsed: float) -> dict:
+    """The row of a sample whose processing raised: scored as an invalid (empty) forecast."""
+    fc = exp.task.parse("", s)
+    row = {"method": exp.method.name, "dataset": exp.cfg.dataset.name, "series_id": s.id,
+           "seed": int(exp.cfg.seed), "sample_index": index, "horizon": s.horizon,
+           "period": s.period, "model": exp.lm.name if exp.lm else None,
+           "reward_name": exp.cfg.reward.get("name"), "valid": False, "n_parsed": 0,
+           "reward": None, "text": "", "model_calls": None, "tokens_processed": None,
+           "prompt_tokens": None, "generated_tokens": 0,
+           "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    row.update(exp.evaluator.score(fc.values, s))
+    row["forecast"] = fc.values
+    row["time_s"] = elapsed
     return row
 
 
@@ -171,9 +192,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     Results are written to ``run_dir`` (default: the Hydra run dir, or ``outputs/runs/<time>``
     outside Hydra): ``results.jsonl``, ``summary.csv`` and, outside Hydra, ``config.yaml``.
     """
+    return execute(prepare(cfg), run_dir)
+
+
+def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
+    """Run the samples of a prepared experiment, writing each row as it is produced."""
     from tqdm import tqdm
 
-    exp = prepare(cfg)
+    cfg = exp.cfg
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     writer = ResultsWriter(run_dir)
     if not (run_dir / ".hydra").exists():
@@ -189,7 +215,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
         for index, s in enumerate(bar):
             if (exp.method.name, cfg.dataset.name, int(cfg.seed), s.id) in done:
                 continue
-            row = run_sample(exp, s, index)
+            t0 = time.perf_counter()
+            try:
+                row = run_sample(exp, s, index)
+            except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the run
+                log.warning("sample %s failed: %s: %s", s.id, type(exc).__name__, exc)
+                log.debug("traceback of sample %s:\n%s", s.id, traceback.format_exc())
+                row = error_row(exp, s, index, exc, time.perf_counter() - t0)
             writer.write(row)
             logger.log_sample(row)
     finally:

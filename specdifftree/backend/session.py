@@ -56,6 +56,8 @@ class SessionStats:
     prompt_tokens: int = 0
     eval_tokens: int = 0
     model_time_s: float = 0.0
+    plain_logprob_sum: float = 0.0  # over tokens of rollouts sampled from p_θ (temperature 1)
+    plain_tokens: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -236,6 +238,9 @@ class Session:
             lp = self._to_logprobs(logits)
             for r, i in enumerate(active):
                 self._remember(prefixes[i] + tuple(seqs[i]), lp[r])
+        if temperature == 1.0 and not top_k and top_p >= 1.0:  # plain sampling from p_θ
+            self.stats.plain_logprob_sum += float(sum(sum(x) for x in seq_lps))
+            self.stats.plain_tokens += sum(len(x) for x in seq_lps)
         return [Rollout(prefixes[i], seqs[i], seq_lps[i], finished[i]) for i in range(B)]
 
     def sequence_logprob(self, tokens: Sequence[int]) -> tuple[float, int]:
