@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import BackendError
 from .loader import LoadedModel
+from .kvstore import PrefixKVStore
 from .sampling import sample
 
 
@@ -58,6 +59,7 @@ class SessionStats:
     model_time_s: float = 0.0
     plain_logprob_sum: float = 0.0  # over tokens of rollouts sampled from p_θ (temperature 1)
     plain_tokens: int = 0
+    kv_reused_tokens: int = 0  # tokens whose KV came from the prefix store instead of the model
     extra: dict = field(default_factory=dict)
 
 
@@ -65,7 +67,7 @@ class Session:
     """See the module docstring."""
 
     def __init__(self, lm: LoadedModel, prompt_tokens: Sequence[int], max_new_tokens: int = 0,
-                 logprob_cache_mb: float = 64.0):
+                 logprob_cache_mb: float = 64.0, kv_cache_mb: float = 1024.0):
         import mlx.core as mx
         from mlx_lm.models.cache import make_prompt_cache
 
@@ -85,6 +87,10 @@ class Session:
         self._lp_cap = max(16, int(logprob_cache_mb * 2**20 / per_entry))
         self._lp: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._prompt_cache = make_prompt_cache(lm.model)
+        from mlx_lm.models.cache import KVCache
+
+        reusable = kv_cache_mb > 0 and all(type(c) is KVCache for c in self._prompt_cache)
+        self._kv = PrefixKVStore(int(kv_cache_mb * 2**20)) if reusable else None
         logits = self._forward(mx.array([list(self.prompt)]), self._prompt_cache)
         self._remember((), self._to_logprobs(logits)[0])
 
@@ -151,15 +157,57 @@ class Session:
             copies.append(n)
         return copies
 
-    def _extend(self, prefix: tuple[int, ...]):
-        """KV cache for prompt + prefix and the log-probs after it."""
+    def _row_cache(self, prefix: tuple[int, ...]):
+        """KV cache for prompt + prefix and the log-probs after it, computing only what is missing.
+
+        The longest stored KV segment sharing a prefix with ``prefix`` is reused; only the tokens
+        beyond it are fed (and counted). With the store disabled everything beyond the prompt is fed.
+        """
+        mx = self._mx
         cache = self._copy_prompt_cache()
+        lp = self._lp.get(prefix)
         if not prefix:
-            return cache, self._lp[()] if () in self._lp else None
-        logits = self._forward(self._mx.array([list(prefix)]), cache)
+            return cache, lp
+        entry, d = self._kv.lookup(prefix) if self._kv is not None else (None, 0)
+        if entry is not None:
+            for c, (k, v) in zip(cache, entry.kv):
+                c.keys = mx.concatenate([c.keys, k[..., :d, :]], axis=2)
+                c.values = mx.concatenate([c.values, v[..., :d, :]], axis=2)
+                c.offset += d
+        if d == len(prefix) and lp is not None:
+            self.stats.kv_reused_tokens += d
+            return cache, lp
+        if d == len(prefix):  # KV present but the log-probs were evicted: refeed the last token
+            for c in cache:
+                c.trim(1)
+            d -= 1
+        self.stats.kv_reused_tokens += d
+        logits = self._forward(mx.array([list(prefix[d:])]), cache)
         lp = self._to_logprobs(logits)[0]
         self._remember(prefix, lp)
+        self._store_row(cache, None, prefix)
         return cache, lp
+
+    def _store_row(self, cache, row: int | None, tokens: tuple[int, ...]) -> None:
+        """Keep the KV of ``tokens`` (beyond the prompt) from a single or batched cache row."""
+        if self._kv is None or not tokens:
+            return
+        mx = self._mx
+        P, n = len(self.prompt), len(tokens)
+        kv, nbytes = [], 0
+        for c in cache:
+            if row is None:
+                k = c.keys[..., P : P + n, :]
+                v = c.values[..., P : P + n, :]
+            else:
+                pad = int(c.left_padding[row].item())
+                k = c.keys[row : row + 1, :, pad + P : pad + P + n, :]
+                v = c.values[row : row + 1, :, pad + P : pad + P + n, :]
+            k, v = mx.contiguous(k), mx.contiguous(v)
+            kv.append((k, v))
+            nbytes += k.nbytes + v.nbytes
+        mx.eval([a for pair in kv for a in pair])
+        self._kv.insert(tokens, kv, nbytes)
 
     def _check_prefix(self, prefix) -> tuple[int, ...]:
         p = tuple(int(t) for t in prefix)
@@ -175,7 +223,7 @@ class Session:
             p = self._check_prefix(prefix)
             lp = self._lp.get(p)
             if lp is None:
-                _, lp = self._extend(p)
+                _, lp = self._row_cache(p)
             else:
                 self._lp.move_to_end(p)
             out.append(lp)
@@ -198,20 +246,21 @@ class Session:
             return [Rollout(p, [], [], False) for p in prefixes]
         caches, lps = [], []
         for p in prefixes:
-            cache, lp = self._extend(p)
+            cache, lp = self._row_cache(p)
             caches.append(cache)
             lps.append(lp)
-        if B == 1:
-            batch_cache = caches[0]
-        else:
-            batch_cache = [KVCache.merge([c[layer] for c in caches]) if isinstance(caches[0][layer], KVCache)
-                           else type(caches[0][layer]).merge([c[layer] for c in caches])
+        batched = B > 1
+        if batched:
+            batch_cache = [type(caches[0][layer]).merge([c[layer] for c in caches])
                            for layer in range(len(caches[0]))]
+        else:
+            batch_cache = caches[0]
+        del caches
         lp = np.stack(lps)
         seqs: list[list[int]] = [[] for _ in range(B)]
         seq_lps: list[list[float]] = [[] for _ in range(B)]
         finished = [False] * B
-        active = list(range(B))  # row r of the batch is rollout active[r]
+        active = list(range(B))  # row r of the batch cache holds rollout active[r]
         for step in range(max_new_tokens):
             toks = sample(lp, temperature, rng, top_k=top_k, top_p=top_p)
             keep_rows = []
@@ -223,16 +272,17 @@ class Session:
                     finished[i] = True
                 elif step + 1 < max_new_tokens:
                     keep_rows.append(r)
+            done_rows = [r for r in range(len(active)) if r not in set(keep_rows)]
+            for r in done_rows:  # keep their KV (every token but the unfed last one)
+                i = active[r]
+                self._store_row(batch_cache, r if batched else None, prefixes[i] + tuple(seqs[i][:-1]))
             if not keep_rows:
                 break
-            if len(keep_rows) < len(active):
-                if len(active) == 1 or B == 1:
-                    pass
-                else:
-                    idx = mx.array(keep_rows)
-                    for c in batch_cache:
-                        c.filter(idx)
-                active = [active[r] for r in keep_rows]
+            if done_rows and batched:
+                idx = mx.array(keep_rows)
+                for c in batch_cache:
+                    c.filter(idx)
+            active = [active[r] for r in keep_rows]
             feed = mx.array([[int(toks[r])] for r in keep_rows])
             logits = self._forward(feed, batch_cache)
             lp = self._to_logprobs(logits)
