@@ -180,7 +180,9 @@ def _rows(path: Path, label: str) -> Iterable[tuple[int, list[str]]]:
         raise DataError(f"cannot read {label}: {e.strerror or e}") from e
     with f:
         try:
-            for lineno, cells in enumerate(csv.reader(f), start=1):
+            # dropping the padding commas first keeps wide padded files (Daily: ~10k columns) fast
+            stripped = (line.rstrip("\r\n").rstrip(", \t") for line in f)
+            for lineno, cells in enumerate(csv.reader(stripped), start=1):
                 end = len(cells)
                 while end and not cells[end - 1].strip():
                     end -= 1
