@@ -83,6 +83,7 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "prompt.scale_quantile", 0, 1, lo_open=True)
     _number(cfg, "prompt.scale_target", 0, lo_open=True)
     _number(cfg, "backend.logprob_cache_mb", 0, lo_open=True)
+    _number(cfg, "backend.kv_cache_mb", 0)
     sep = OmegaConf.select(cfg, "prompt.separator", default=", ")
     if not isinstance(sep, str) or not sep.strip() or any(c.isdigit() or c in ".-" for c in sep):
         raise ConfigError(f"prompt.separator={sep!r}: needs a non-space character and no digits, '.' or '-'")

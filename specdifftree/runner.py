@@ -123,7 +123,8 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
         prompt = task.prompt_text(s, lm.tokenizer)
         max_new = int(cfg.max_new_tokens or task.max_new_tokens(s))
         session = Session(lm, lm.encode(prompt), max_new_tokens=max_new,
-                          logprob_cache_mb=float(cfg.backend.logprob_cache_mb))
+                          logprob_cache_mb=float(cfg.backend.logprob_cache_mb),
+                          kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)))
 
         def reward_fn(seqs):
             texts = [lm.decode(q) for q in seqs]
