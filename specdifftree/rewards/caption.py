@@ -33,13 +33,24 @@ def tokenize(text: str) -> list[str]:
     return TOKEN.findall(str(text).lower())
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence of token lists a and b (bit-parallel, O(|a|))."""
-    if not a or not b:
-        return 0
+def match_masks(b: list[str]) -> dict[str, int]:
+    """For each token of b, the bit set of its positions in b."""
     masks: dict[str, int] = {}
     for j, tok in enumerate(b):
         masks[tok] = masks.get(tok, 0) | (1 << j)
+    return masks
+
+
+def lcs_length(a: list[str], b: list[str], masks: dict[str, int] | None = None) -> int:
+    """Length of the longest common subsequence of token lists a and b.
+
+    Bit-parallel over b (one big-integer step per token of a): with V = all ones, for each token
+    U = V & M[token], V = (V + U) | (V − U); the LCS is the number of zero bits of V.
+    """
+    if not a or not b:
+        return 0
+    if masks is None:
+        masks = match_masks(b)
     full = (1 << len(b)) - 1
     v = full
     for tok in a:
@@ -77,11 +88,23 @@ class CaptionSimilarity(BaseReward):
         if metric not in METRICS:
             raise ConfigError(f"reward.metric={metric!r} must be one of {', '.join(METRICS)}")
         self.metric = metric
-        self._fn = rouge_l_f1 if metric == "rougeL" else token_f1
 
     def __call__(self, forecasts, texts, valid, context: RewardContext) -> np.ndarray:
         ref = (context.extra or {}).get("reference")
         if ref is None:
             raise ConfigError(f"reward {self.name} needs a reference caption "
                               "(context.extra['reference']); use it with dataset=m4_captions")
-        return np.array([self._fn(t, ref) for t in texts], dtype=np.float64)
+        ref_toks = tokenize(ref)
+        if self.metric == "rougeL":
+            masks = match_masks(ref_toks)
+            out = []
+            for t in texts:
+                c = tokenize(t)
+                out.append(_f1(lcs_length(c, ref_toks, masks), len(c), len(ref_toks)))
+        else:
+            ref_count = Counter(ref_toks)
+            out = []
+            for t in texts:
+                c = tokenize(t)
+                out.append(_f1(sum((Counter(c) & ref_count).values()), len(c), len(ref_toks)))
+        return np.array(out, dtype=np.float64)
