@@ -90,6 +90,8 @@ def summarize(rows: list[dict]) -> pd.DataFrame:
             tokens_processed=_mean(r.get("tokens_processed") for r in rs),
             time_s=_mean(r.get("time_s") for r in rs),
         )
+        for k in sorted({k for r in rs for k in r if k.startswith("caption_") and k.endswith("_f1")}):
+            row[k] = _mean(r.get(k) for r in rs)
         out.append(row)
     return pd.DataFrame(out)
 

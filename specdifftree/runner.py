@@ -21,10 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from .config import validate
 from .errors import ConfigError, SpecDiffTreeError
 from .results import ResultsWriter
-from .rewards.base import RewardContext
 from .rewards.build import build_reward
 from .search.base import Budget, Method, RewardOracle
-from .tasks.forecasting import ForecastEvaluator, ForecastTask
+from .tasks.forecasting import ForecastTask
 from .tasks.serialize import Serializer
 from .tasks.series import Series
 
@@ -37,10 +36,9 @@ class Experiment:
 
     cfg: DictConfig
     method: Method
-    task: ForecastTask
-    evaluator: ForecastEvaluator
+    task: object  # ForecastTask or CaptionTask
     reward: object
-    samples: list[Series]
+    samples: list
     lm: object | None
     model_cache_hit: bool | None
 
@@ -63,7 +61,17 @@ def build_method(method_cfg) -> Method:
     return method
 
 
-def build_task(cfg: DictConfig) -> ForecastTask:
+def is_caption_task(cfg: DictConfig) -> bool:
+    return cfg.dataset.get("source") == "m4_captions"
+
+
+def build_task(cfg: DictConfig):
+    if is_caption_task(cfg):
+        from .tasks.captions import CaptionTask
+
+        task = CaptionTask.from_config(cfg.dataset)
+        task.chat = bool(cfg.prompt.chat) or task.chat
+        return task
     p = cfg.prompt
     try:
         ser = Serializer(separator=p.separator, decimals=int(p.decimals),
@@ -73,10 +81,15 @@ def build_task(cfg: DictConfig) -> ForecastTask:
     return ForecastTask(ser, context_length=cfg.dataset.get("context_length"), chat=bool(p.chat))
 
 
-def load_samples(cfg: DictConfig) -> list[Series]:
+def load_samples(cfg: DictConfig) -> list:
     from .tasks.sources import load_series, select
 
-    series = load_series(cfg.dataset)
+    if is_caption_task(cfg):
+        from .tasks.captions import load_caption_samples
+
+        series = load_caption_samples(cfg.dataset)
+    else:
+        series = load_series(cfg.dataset)
     seed = cfg.dataset.get("subset_seed")
     return select(series, cfg.num_samples, int(cfg.seed if seed is None else seed))
 
@@ -88,27 +101,31 @@ def prepare(cfg: DictConfig) -> Experiment:
     samples = load_samples(cfg)
     reward = build_reward(cfg.reward)
     lm, hit = None, None
+    if not method.needs_model and is_caption_task(cfg):
+        raise ConfigError(f"method={method.name} forecasts numbers; the caption task needs a "
+                          "language-model method (e.g. method=greedy)")
     if method.needs_model:
         from .modelcache import get_model
 
         lm, hit = get_model(cfg.model)
-    return Experiment(cfg, method, task, ForecastEvaluator(task), reward, samples, lm, hit)
+    return Experiment(cfg, method, task, reward, samples, lm, hit)
 
 
-def _reward_context(task: ForecastTask, s: Series) -> RewardContext:
-    return RewardContext(history=task.context(s), full_history=np.asarray(s.x, dtype=np.float64),
-                         horizon=s.horizon, period=s.period, truth=np.asarray(s.y), sample=s)
+def _base_row(exp: Experiment, s, index: int) -> dict:
+    return {"method": exp.method.name, "dataset": exp.cfg.dataset.name, "series_id": s.id,
+            "seed": int(exp.cfg.seed), "sample_index": index,
+            "horizon": getattr(s, "horizon", None), "period": getattr(s, "period", None),
+            "model": exp.lm.name if exp.lm else None, "reward_name": exp.cfg.reward.get("name"),
+            "error": None}
 
 
 def run_sample(exp: Experiment, s: Series, index: int) -> dict:
     """Search and score one series; the returned dict is one line of results.jsonl."""
     cfg, task, method = exp.cfg, exp.task, exp.method
     t0 = time.perf_counter()
-    ctx = _reward_context(task, s)
-    row: dict = {"method": method.name, "dataset": cfg.dataset.name, "series_id": s.id,
-                 "seed": int(cfg.seed), "sample_index": index, "horizon": s.horizon,
-                 "period": s.period, "model": exp.lm.name if exp.lm else None,
-                 "reward_name": cfg.reward.get("name"), "error": None}
+    ctx = task.reward_context(s)
+    row = _base_row(exp, s, index)
+    failures0 = getattr(exp.reward, "failures", 0), getattr(exp.reward, "nonfinite", 0)
     if not method.needs_model:
         values = np.asarray(method.forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period),
                             dtype=np.float64)
@@ -116,6 +133,7 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
         row.update(valid=True, n_parsed=s.horizon, reward=reward, text="", model_calls=0,
                    tokens_processed=0, prompt_tokens=0, generated_tokens=0, rollouts=0, nodes=0,
                    max_depth=0, mean_branching=0.0, mean_logprob=None, perplexity=None)
+        row.update(task.evaluate_values(values, s))
     else:
         from .backend.session import Session
 
@@ -128,9 +146,8 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
 
         def reward_fn(seqs):
             texts = [lm.decode(q) for q in seqs]
-            fcs = [task.parse(t, s) for t in texts]
-            return exp.reward(np.stack([f.values for f in fcs]), texts,
-                              np.array([f.parsed_share for f in fcs]), ctx)
+            forecasts, valid = task.reward_inputs(texts, s)
+            return exp.reward(forecasts, texts, valid, ctx)
 
         oracle = RewardOracle(reward_fn)
         rollouts = cfg.budget.rollouts or cfg.method.get("num_rollouts")
@@ -139,11 +156,9 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
         rng = np.random.default_rng([int(cfg.seed), index])
         result = method.search(session, oracle, budget, rng)
         text = lm.decode(list(result.tokens))
-        fc = task.parse(text, s)
-        values = fc.values
         n_gen = len(result.tokens)
         mean_lp = (result.logprob / n_gen) if (result.logprob is not None and n_gen) else None
-        row.update(valid=fc.valid, n_parsed=fc.n_parsed, reward=float(result.reward), text=text,
+        row.update(reward=float(result.reward), text=text,
                    model_calls=session.model_calls, tokens_processed=session.tokens_processed,
                    prompt_tokens=session.prompt_tokens, generated_tokens=n_gen,
                    mean_logprob=mean_lp,
@@ -156,24 +171,21 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
             row.update(plain_mean_logprob=plain,
                        logprob_gap=(mean_lp - plain) if mean_lp is not None else None)
         row.update({k: v for k, v in result.stats.items() if k not in row})
-    row.update(exp.evaluator.score(values, s))
-    row["forecast"] = values
+        row.update(task.evaluate(text, s))
+    row["reward_failures"] = getattr(exp.reward, "failures", 0) - failures0[0]
+    row["reward_nonfinite_values"] = getattr(exp.reward, "nonfinite", 0) - failures0[1]
     row["time_s"] = time.perf_counter() - t0
     return row
 
 
 def error_row(exp: Experiment, s: Series, index: int, exc: BaseException, elapsed: float) -> dict:
     """The row of a sample whose processing raised: scored as an invalid (empty) forecast."""
-    fc = exp.task.parse("", s)
-    row = {"method": exp.method.name, "dataset": exp.cfg.dataset.name, "series_id": s.id,
-           "seed": int(exp.cfg.seed), "sample_index": index, "horizon": s.horizon,
-           "period": s.period, "model": exp.lm.name if exp.lm else None,
-           "reward_name": exp.cfg.reward.get("name"), "valid": False, "n_parsed": 0,
-           "reward": None, "text": "", "model_calls": None, "tokens_processed": None,
-           "prompt_tokens": None, "generated_tokens": 0,
-           "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-    row.update(exp.evaluator.score(fc.values, s))
-    row["forecast"] = fc.values
+    row = _base_row(exp, s, index)
+    row.update(reward=None, text="", model_calls=None, tokens_processed=None, prompt_tokens=None,
+               generated_tokens=0)
+    row.update(exp.task.evaluate("", s))
+    row.update(valid=False,
+               error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     row["time_s"] = elapsed
     return row
 

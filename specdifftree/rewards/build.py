@@ -1,6 +1,3 @@
-<<<<<<< HEAD
-"""Build a reward callable from the ``reward`` config."""
-=======
 """Build a reward from its config and guard it.
 
 Config (``conf/reward/<name>.yaml``)::
@@ -30,31 +27,10 @@ The result is wrapped in :class:`SafeReward`:
 
 Oracle rewards (``oracle = True`` on the object or function) must have ``"oracle"`` in their name.
 """
->>>>>>> rewards
 
 from __future__ import annotations
 
 import functools
-<<<<<<< HEAD
-
-from hydra.utils import get_object
-
-from ..errors import ConfigError
-
-
-def build_reward(cfg):
-    target = cfg.get("_target_")
-    if not target:
-        raise ConfigError("reward._target_ is missing: name a reward class or function")
-    try:
-        obj = get_object(str(target))
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"reward._target_={target!r} cannot be imported: {exc}") from exc
-    kwargs = {k: v for k, v in cfg.items() if k not in ("_target_", "name")}
-    if isinstance(obj, type):
-        return obj(**kwargs)
-    return functools.partial(obj, **kwargs) if kwargs else obj
-=======
 import importlib
 import inspect
 import logging
@@ -283,4 +259,3 @@ def build_component(key: str, spec) -> SafeReward:
         spec["_target_"] = BUILTINS[kind]
     spec.setdefault("name", key)
     return _build(spec, component=True)
->>>>>>> rewards

@@ -68,23 +68,30 @@ class ForecastTask:
         return int(np.ceil(s.horizon * per_value * 1.25)) + 4
 
 
-class ForecastEvaluator:
-    """Scores forecasts of one series with the M4 metrics (and Naive2 for OWA)."""
+    # ------------------------------------------------------------------ runner interface
+    def reward_context(self, s: Series):
+        from ..rewards.base import RewardContext
 
-    def __init__(self, task: ForecastTask):
-        self.task = task
+        return RewardContext(history=self.context(s), full_history=np.asarray(s.x, dtype=np.float64),
+                             horizon=s.horizon, period=s.period, truth=np.asarray(s.y), sample=s)
 
-    @staticmethod
-    def naive2_errors(s: Series) -> tuple[float, float]:
+    def reward_inputs(self, texts: list[str], s: Series) -> tuple[np.ndarray, np.ndarray]:
+        """(forecasts (B, h), share of values parsed (B,)) for a batch of generated texts."""
+        fcs = [self.parse(t, s) for t in texts]
+        return np.stack([f.values for f in fcs]), np.array([f.parsed_share for f in fcs])
+
+    def evaluate_values(self, values: np.ndarray, s: Series) -> dict:
+        """M4 metrics of a forecast, with Naive2's on the same series (for OWA)."""
         from ..metrics.m4 import mase, smape
         from ..search.classical import Naive2
 
-        f = Naive2().forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period)
-        return float(smape(s.y, f)), float(mase(s.x, s.y, f, s.period))
-
-    def score(self, values: np.ndarray, s: Series) -> dict:
-        from ..metrics.m4 import mase, smape
-
-        s2, m2 = self.naive2_errors(s)
+        n2 = Naive2().forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period)
         return {"smape": float(smape(s.y, values)), "mase": float(mase(s.x, s.y, values, s.period)),
-                "smape_naive2": s2, "mase_naive2": m2}
+                "smape_naive2": float(smape(s.y, n2)), "mase_naive2": float(mase(s.x, s.y, n2, s.period)),
+                "forecast": np.asarray(values, dtype=np.float64)}
+
+    def evaluate(self, text: str, s: Series) -> dict:
+        fc = self.parse(text, s)
+        out = {"valid": fc.valid, "n_parsed": fc.n_parsed}
+        out.update(self.evaluate_values(fc.values, s))
+        return out
