@@ -73,7 +73,6 @@ def test_owa():
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False).filter(lambda v: v == 0 or abs(v) > 1e-100)
 # (tiny magnitudes are excluded: scaling them underflows, which no metric can promise to survive)
 positive = st.floats(1e-3, 1e3)
-positive = st.floats(1e-3, 1e3)
 
 
 @given(st.integers(1, 20).flatmap(lambda h: st.tuples(arrays(np.float64, h, elements=finite),
