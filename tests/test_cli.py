@@ -91,3 +91,30 @@ def test_naive2_cli_reproduces_official_m4_figures(tmp_path, m4_root, freq, smap
     assert abs(s["mase"] - mase) <= 1e-3
     assert abs(s["owa"] - 1.0) <= 1e-3
     assert s["n"] == {"hourly": 414, "weekly": 359}[freq]
+
+
+def test_cli_caption_task_end_to_end(tmp_path):
+    import csv
+
+    root = tmp_path / "captions"
+    root.mkdir()
+    with open(root / "m4_series_Monthly.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "series"])
+        for i in range(3):
+            w.writerow([f"M{i}", json.dumps([float(j % 12 + i) for j in range(40)])])
+    with open(root / "m4_captions_Monthly.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "caption"])
+        for i in range(3):
+            w.writerow([f"M{i}", "A seasonal monthly series with a yearly cycle."])
+    out = run_cli("dataset=m4_captions", f"dataset.root={root}", "reward=caption_similarity",
+                  "num_samples=2", "dataset.max_new_tokens=12", f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["reference"] == "A seasonal monthly series with a yearly cycle."
+        assert 0.0 <= r["caption_rougeL_f1"] <= 1.0 and r["reward_name"] == "oracle_caption_similarity"
+        assert r["generated_tokens"] <= 12
+    assert "ROUGE-L" in out.stdout
