@@ -28,5 +28,9 @@ test:
 run:
 	$(PY) -m specdifftree $(ARGS)
 
+# Performance benchmark (writes outputs/bench/bench.json); BENCH_ARGS="--shape medium --scaling"
+bench:
+	$(WITH_BLAS) $(PY) experiments/bench_perf.py $(BENCH_ARGS)
+
 clean:
 	rm -rf .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,247 @@
+"""Performance benchmark: how close do the search methods sit to the physical floor and to mlx-lm?
+
+    make bench                                  # defaults below, writes outputs/bench/bench.json
+    python -m specdifftree.blas exec -- .venv/bin/python experiments/bench_perf.py --shape medium
+
+Workload (defaults = the seed project's settings): 20 rollouts, expansion_k 4, λ 1.0, 50 new
+tokens per continuation, a 1024-token prompt, a random-weight Llama of ~25M parameters (fp32,
+vocabulary 2048). For every method it records
+
+- ``wall_s``, ``model_calls``, ``tokens_processed`` (Session counters);
+- ``unique_tokens``: prompt + distinct tokens of the tree and rollouts (distinct non-empty
+  prefixes of every continuation the method asked about), and
+  ``redundancy = tokens_processed / unique_tokens`` (1.0 = every token computed once; the final
+  token of a rollout is sampled but never fed, so values slightly below 1 are possible);
+- ``vs_mlx_lm = wall_s / baseline_s``: the baseline is mlx-lm's own generation
+  (``generate_step`` for batch 1, ``BatchGenerator`` for larger batches) of exactly the method's
+  rollouts (same count, same lengths, same batch size), prompt prefilled once, same model —
+  measured in the same process right after the method;
+- ``peak_memory_mb`` (``mx.get_peak_memory``);
+
+and the scaling of wall time with rollouts (10 → 80) and prompt length (256 → 4096).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SHAPES = {
+    "small": {"hidden_size": 512, "num_hidden_layers": 8, "intermediate_size": 1408,
+              "num_attention_heads": 8, "num_key_value_heads": 4},  # ~25M parameters
+    "medium": {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 2048,
+               "num_attention_heads": 12, "num_key_value_heads": 4},  # ~78M parameters
+}
+METHODS = ["greedy", "best_of_n", "beam", "mcts", "dts", "dts_star", "maxent_ts"]
+
+
+def load_model(shape: str, vocab: int):
+    from omegaconf import OmegaConf
+
+    from specdifftree.backend.loader import load
+
+    return load(OmegaConf.create({"builtin": "tiny_random", "dtype": "float32", "init_seed": 0,
+                                  "shape": SHAPES[shape], "min_vocab": vocab}))
+
+
+def make_prompt(lm, n_tokens: int) -> list[int]:
+    """A forecasting prompt (a serialized seasonal series) cut to exactly n_tokens tokens."""
+    from specdifftree.tasks.serialize import Serializer
+
+    t = np.arange(4 * n_tokens)
+    x = 100 + 10 * np.sin(2 * np.pi * t / 12) + 0.1 * t
+    ser = Serializer()
+    text = ser.encode(x, ser.scale_for(x))
+    toks = lm.encode(text)[-(n_tokens - 2):]
+    return toks + lm.encode(", ")
+
+
+class Recorder:
+    """Wraps a Session to collect every continuation asked about (for unique_tokens)."""
+
+    def __init__(self, session):
+        self._s = session
+        self.sequences: list[tuple[int, ...]] = []
+        self.rollouts: list[tuple[int, int]] = []  # (prefix length, generated length)
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+    def logprobs(self, prefixes):
+        self.sequences += [tuple(p) for p in prefixes]
+        return self._s.logprobs(prefixes)
+
+    def rollout(self, prefixes, max_new_tokens, **kw):
+        out = self._s.rollout(prefixes, max_new_tokens, **kw)
+        self.sequences += [r.full for r in out]
+        self.rollouts += [(len(r.prefix), len(r.tokens)) for r in out]
+        self.batches = getattr(self, "batches", []) + [len(out)]
+        return out
+
+    def unique_tokens(self) -> int:
+        nodes = set()
+        for seq in self.sequences:
+            for i in range(1, len(seq) + 1):
+                nodes.add(seq[:i])
+        return self._s.prompt_tokens + len(nodes)
+
+
+def run_method(lm, prompt, name: str, args) -> dict:
+    import mlx.core as mx
+
+    from specdifftree.config import compose
+    from specdifftree.rewards.build import build_reward
+    from specdifftree.runner import build_method
+    from specdifftree.backend.session import Session
+    from specdifftree.search.base import Budget, RewardOracle
+    from specdifftree.tasks.forecasting import ForecastTask
+    from specdifftree.tasks.serialize import Serializer
+    from specdifftree.tasks.series import Series
+
+    cfg = compose([f"method={name}"]
+                  if name == "greedy" else
+                  [f"method={name}", f"method.num_rollouts={args.rollouts}",
+                   f"method.expansion_k={args.k}", f"method.temperature={args.lam}"]
+                  + ([f"method.parallel_rollouts={args.parallel}"] if args.parallel else []))
+    method = build_method(cfg.method)
+    reward = build_reward(compose(["reward=spectral"]).reward)
+    task = ForecastTask(Serializer())
+    x = 100 + 10 * np.sin(2 * np.pi * np.arange(240) / 12)
+    series = Series("bench", x, x[:18], 18, 12)
+    ctx = task.reward_context(series)
+
+    def reward_fn(seqs):
+        texts = [lm.decode(q) for q in seqs]
+        f, v = task.reward_inputs(texts, series)
+        return reward(f, texts, v, ctx)
+
+    mx.reset_peak_memory()
+    t0 = time.perf_counter()
+    session = Recorder(Session(lm, prompt, max_new_tokens=args.new_tokens,
+                               kv_cache_mb=args.kv_cache_mb))
+    oracle = RewardOracle(reward_fn)
+    budget = Budget(rollouts=args.rollouts if name != "greedy" else 1, tokens=None,
+                    max_new_tokens=args.new_tokens)
+    method.search(session, oracle, budget, np.random.default_rng(args.seed))
+    wall = time.perf_counter() - t0
+    peak = mx.get_peak_memory() / 2**20
+    base = mlx_lm_baseline(lm, prompt, session.rollouts, getattr(session, "batches", [1]))
+    uniq = session.unique_tokens()
+    return {"method": name, "wall_s": wall, "model_calls": session.model_calls,
+            "tokens_processed": session.tokens_processed, "unique_tokens": uniq,
+            "redundancy": session.tokens_processed / uniq, "baseline_s": base,
+            "vs_mlx_lm": wall / base if base > 0 else float("nan"), "peak_memory_mb": peak,
+            "rollouts": len(session.rollouts), "reward_time_s": oracle.time_s,
+            "model_time_s": session.stats.model_time_s}
+
+
+def mlx_lm_baseline(lm, prompt, rollouts, batches) -> float:
+    """Seconds mlx-lm takes to generate the same rollouts (same lengths, same batch sizes)."""
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator, generate_step
+    from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+    model = lm.model
+    lengths = [g for _, g in rollouts if g > 0]
+    t0 = time.perf_counter()
+    base = make_prompt_cache(model)
+    model(mx.array([prompt[:-1]]), cache=base)
+    mx.eval([c.state for c in base])
+
+    def copy():
+        out = []
+        for c in base:
+            n = KVCache()
+            n.keys, n.values, n.offset = c.keys[..., : c.offset, :], c.values[..., : c.offset, :], c.offset
+            out.append(n)
+        return out
+
+    sampler = lambda lp: mx.random.categorical(lp)  # noqa: E731
+    i = 0
+    for b in batches:
+        group = lengths[i:i + b]
+        i += b
+        if not group:
+            continue
+        if len(group) == 1:
+            for _ in generate_step(mx.array(prompt[-1:]), model, max_tokens=group[0],
+                                   sampler=sampler, prompt_cache=copy()):
+                pass
+        else:
+            gen = BatchGenerator(model, max_tokens=max(group), sampler=sampler,
+                                 completion_batch_size=len(group), prefill_batch_size=len(group))
+            gen.insert([prompt[-1:]] * len(group), max_tokens=group, caches=[copy() for _ in group])
+            while True:
+                responses = gen.next_generated() if hasattr(gen, "next_generated") else gen.next()
+                if not responses and not gen._generation_batch and not gen._unprocessed_sequences:
+                    break
+            gen.close()
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=list(SHAPES), default="small")
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--prompt", type=int, default=1024)
+    p.add_argument("--rollouts", type=int, default=20)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--lam", type=float, default=1.0)
+    p.add_argument("--new-tokens", type=int, default=50)
+    p.add_argument("--parallel", type=int, default=0, help="method.parallel_rollouts (0 = each method's default)")
+    p.add_argument("--kv-cache-mb", type=float, default=1024)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--scaling", action="store_true", help="also time rollouts 10→80 and prompts 256→4096")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(REPO / "outputs" / "bench" / "bench.json"))
+    args = p.parse_args(argv)
+
+    from specdifftree.blas import blas_in_use
+
+    lm = load_model(args.shape, args.vocab)
+    from mlx.utils import tree_flatten
+
+    n_params = sum(v.size for _, v in tree_flatten(lm.model.parameters()))
+    prompt = make_prompt(lm, args.prompt)
+    run_method(lm, prompt[:64], "greedy", argparse.Namespace(**{**vars(args), "new_tokens": 4}))  # warm-up
+    rows = [run_method(lm, prompt, m, args) for m in args.methods.split(",")]
+    scaling = []
+    if args.scaling:
+        for r in (10, 20, 40, 80):
+            a = argparse.Namespace(**{**vars(args), "rollouts": r})
+            scaling.append({"kind": "rollouts", "value": r, **run_method(lm, prompt, "dts", a)})
+        for n in (256, 1024, 4096):
+            pr = make_prompt(lm, n)
+            scaling.append({"kind": "prompt", "value": n, **run_method(lm, pr, "dts", args)})
+    result = {"machine": {"platform": platform.platform(), "processor": platform.machine(),
+                          "blas": blas_in_use()},
+              "model": {"shape": args.shape, "params": int(n_params), "vocab": lm.vocab_size},
+              "workload": {k: v for k, v in vars(args).items() if k not in ("out",)},
+              "methods": rows, "scaling": scaling}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    cols = ["method", "wall_s", "model_calls", "tokens_processed", "unique_tokens", "redundancy",
+            "vs_mlx_lm", "peak_memory_mb"]
+    print(f"model {args.shape} ({n_params / 1e6:.1f}M params), prompt {args.prompt}, "
+          f"{args.rollouts} rollouts × {args.new_tokens} tokens; BLAS {blas_in_use()}")
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    for s in scaling:
+        print(f"scaling {s['kind']}={s['value']}: wall {s['wall_s']:.2f}s, tokens {s['tokens_processed']}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
