@@ -15,6 +15,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
+
 Tokens = tuple[int, ...]
 
 
@@ -41,9 +43,11 @@ class SessionLike(Protocol):
 class Budget:
     """How much search a method may do on one sample.
 
-    ``rollouts``: number of rollouts (complete continuations generated); ``tokens``: tokens
-    processed by the Session, all model work included (prompt prefill too). A method stops when
-    either is used up; ``None`` means unlimited. ``max_new_tokens`` bounds each continuation.
+    ``rollouts``: number of rollouts (simulations, each ending in a complete continuation);
+    ``tokens``: tokens processed by the Session, all model work included (prompt prefill too). A
+    method stops when either is used up; ``None`` means unlimited (``rollouts=None`` without a
+    token budget means the method's ``num_rollouts``; see :class:`Meter`). ``max_new_tokens`` is
+    the depth limit D: a complete continuation has at most D tokens after the prompt.
     """
 
     rollouts: int | None = None
@@ -63,9 +67,12 @@ class SearchResult:
     """What a method returns for one sample.
 
     ``tokens``: the chosen continuation; ``reward``: its reward; ``logprob``: log p_θ(tokens) under
-    the base model at temperature 1 when the method knows it (else None); ``samples``: returned
-    samples for sampling methods; ``stats``: tree/search statistics (rollouts, nodes, max_depth,
-    mean_branching, ...), all JSON-serialisable numbers.
+    the base model at temperature 1 when the method knows it (else None); ``samples``: the
+    method's returned samples (see docs/search.md, per method); ``stats``: tree/search statistics
+    (rollouts, nodes, max_depth, mean_branching, distinct_samples, ngram_diversity, ...), all
+    JSON-serialisable numbers; ``best_tokens``/``best_reward``: the best-reward complete
+    continuation the search evaluated (equal to ``tokens``/``reward`` for the search methods; a
+    sampling method's answer is a sample, and it records the best here).
     """
 
     tokens: Tokens
@@ -73,6 +80,8 @@ class SearchResult:
     logprob: float | None = None
     samples: list[Tokens] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    best_tokens: Tokens | None = None
+    best_reward: float | None = None
 
 
 class RewardOracle:
@@ -113,6 +122,75 @@ class RewardOracle:
                     v = self.worst if math.isfinite(self.worst) else self.floor
                 self._cache[k] = float(v)
         return np.array([self._cache[k] for k in keys], dtype=np.float64)
+
+
+class Meter:
+    """Budget bookkeeping for one search: how many rollouts the next step may start.
+
+    The rollout limit is ``budget.rollouts``; when it is None it defaults to the method's
+    ``num_rollouts`` unless a token budget is given (then only tokens limit the search). A step may
+    start n rollouts only while tokens are left, and n ≤ ⌈tokens left / cost⌉ where ``cost`` =
+    D − 1 is the most tokens one rollout can process (D = ``budget.max_new_tokens``: a rollout
+    from depth d feeds its d prefix tokens and at most D − d − 1 generated ones). So a search
+    never exceeds ``budget.tokens`` by more than one rollout. The first rollout always runs (so
+    every method has an answer), even when the prompt alone used up the token budget.
+    """
+
+    def __init__(self, budget: Budget, session: SessionLike, default_rollouts: int | None):
+        if budget.max_new_tokens is None or int(budget.max_new_tokens) < 1:
+            raise ConfigError(f"max_new_tokens={budget.max_new_tokens!r}: must be a positive integer")
+        self.session = session
+        self.depth = int(budget.max_new_tokens)
+        if budget.rollouts is not None:
+            self.max_rollouts: int | None = int(budget.rollouts)
+        elif budget.tokens is None and default_rollouts is not None:
+            self.max_rollouts = int(default_rollouts)
+        else:
+            self.max_rollouts = None
+        if self.max_rollouts is not None and self.max_rollouts < 1:
+            raise ConfigError(f"budget.rollouts={self.max_rollouts}: must be at least 1")
+        self.max_tokens = None if budget.tokens is None else int(budget.tokens)
+        self.cost = max(1, self.depth - 1)
+        self.done = 0
+
+    def tokens_left(self) -> int | None:
+        if self.max_tokens is None:
+            return None
+        return self.max_tokens - int(self.session.tokens_processed)
+
+    def allow(self, want: int) -> int:
+        """How many rollouts the next step may start (0: stop)."""
+        n = max(0, int(want))
+        if self.max_rollouts is not None:
+            n = min(n, self.max_rollouts - self.done)
+        left = self.tokens_left()
+        if left is not None:
+            if left <= 0:
+                n = min(n, 1 if self.done == 0 else 0)
+            else:
+                n = min(n, -(-left // self.cost))
+        return max(0, n)
+
+
+def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
+    """Validate a method config value; raise ConfigError naming ``method.<name>``."""
+    try:
+        v = int(value) if integer else float(value)
+        if integer and v != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"method.{name}={value!r}: must be {kind}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"method.{name}={value!r}: must be finite and {bound}")
+    return v
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"method.{name}={value!r}: must be one of {', '.join(choices)}")
+    return str(value)
 
 
 class Method(ABC):

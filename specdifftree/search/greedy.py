@@ -1,10 +1,15 @@
-"""Greedy decoding: one rollout at temperature 0 (argmax of p_θ at every step)."""
+"""``greedy`` — one rollout at temperature 0 (argmax of p_θ at every step).
+
+Greedy ignores the budget: it always makes exactly one rollout (at most D − 1 tokens).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Budget, Method, RewardOracle, SearchResult, SessionLike
+from .base import Budget, Meter, Method, RewardOracle, SearchResult, SessionLike
+from .stats import sample_stats
+from .tree import Tree
 
 
 class Greedy(Method):
@@ -15,9 +20,15 @@ class Greedy(Method):
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
-        (ro,) = session.rollout([()], budget.max_new_tokens, temperature=0.0, rng=rng)
+        meter = Meter(budget, session, 1)
+        calls0, bad0 = reward.calls, reward.nonfinite
+        (ro,) = session.rollout([()], meter.depth, temperature=0.0, rng=rng)
         seq = tuple(ro.tokens)
         r = float(reward([seq])[0])
+        tree = Tree(meter.depth, session.eos_ids)
+        tree.add_chain(0, ro.tokens, ro.logprobs)
+        stats = {"rollouts": 1, **tree.stats(), **sample_stats([seq]), "model_rollouts": 1,
+                 "best_reward": r, "reward_calls": int(reward.calls - calls0),
+                 "nonfinite_rewards": int(reward.nonfinite - bad0)}
         return SearchResult(tokens=seq, reward=r, logprob=float(sum(ro.logprobs)), samples=[seq],
-                            stats={"rollouts": 1, "nodes": len(seq), "max_depth": len(seq),
-                                   "mean_branching": 1.0 if seq else 0.0})
+                            stats=stats, best_tokens=seq, best_reward=r)

@@ -1,0 +1,76 @@
+r"""``beam`` — beam search by log-probability, final choice by reward.
+
+The beam holds the ``expansion_k`` = k hypotheses with the highest log p_θ(prefix). Each step asks
+the Session for the next-token log-probs of every unfinished hypothesis (one batched call),
+extends each by its k most likely tokens, and keeps the k best of {finished hypotheses} ∪
+{extensions} by cumulative log-prob (ties: earlier first). A hypothesis is finished when it ends in
+EOS or has D = ``budget.max_new_tokens`` tokens. The search stops when the whole beam is finished.
+Then every finished hypothesis of the beam is scored in one reward batch and the best reward
+wins; ``samples`` are those hypotheses.
+
+Budget: beam's work is fixed by k and D, so ``budget.rollouts`` does not apply. Under
+``budget.tokens`` a step runs only if its worst-case cost (Σ of the unfinished hypotheses' lengths:
+the Session feeds a prefix whose log-probs it has not cached) fits in what is left; otherwise the
+beam stops, and the most likely unfinished hypothesis is completed greedily by one rollout (at
+most D − 1 tokens), so the budget is exceeded by at most one rollout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
+from .numerics import topk_finite
+from .stats import sample_stats
+from .tree import Tree
+
+
+class Beam(Method):
+    name = "beam"
+
+    def __init__(self, expansion_k: int = 4, **_ignored):
+        self.k = check_positive("expansion_k", expansion_k, integer=True)
+
+    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+               rng: np.random.Generator) -> SearchResult:
+        meter = Meter(budget, session, None)
+        D = meter.depth
+        tree = Tree(D, session.eos_ids)
+        calls0, bad0 = reward.calls, reward.nonfinite
+        beam: list[tuple[float, int]] = [(0.0, 0)]  # (log-prob, node)
+        stopped = False
+        while any(not tree.terminal[n] for _, n in beam):
+            alive = [(s, n) for s, n in beam if not tree.terminal[n]]
+            left = meter.tokens_left()
+            cost = sum(int(tree.depth[n]) for _, n in alive)
+            if left is not None and cost > 0 and cost > left:
+                stopped = True
+                break
+            lps = session.logprobs([tree.prefix(n) for _, n in alive])
+            cands = [(s, n) for s, n in beam if tree.terminal[n]]
+            for (s, n), lp in zip(alive, lps):
+                for a in topk_finite(lp, self.k):
+                    cands.append((s + float(lp[a]), tree.add_child(n, int(a), float(lp[a]))))
+            order = sorted(range(len(cands)), key=lambda i: (-cands[i][0], i))
+            beam = [cands[i] for i in order[: self.k]]
+        finished = [n for _, n in beam if tree.terminal[n]]
+        rollouts = 0
+        if stopped:
+            s, n = max((b for b in beam if not tree.terminal[b[1]]), key=lambda b: b[0])
+            if not finished or (meter.tokens_left() or 0) > 0:
+                (ro,) = session.rollout([tree.prefix(n)], D - int(tree.depth[n]), temperature=0.0,
+                                        rng=rng)
+                finished.append(tree.add_chain(n, ro.tokens, ro.logprobs))
+                rollouts = 1
+        seqs = [tree.prefix(n) for n in finished]
+        rewards = reward(seqs)
+        i = int(np.argmax(rewards))
+        for n, r in zip(finished, rewards):
+            tree.reward[n] = r
+        stats = {"rollouts": len(seqs), **tree.stats(), **sample_stats(seqs),
+                 "model_rollouts": rollouts, "best_reward": float(rewards[i]),
+                 "budget_stopped": int(stopped), "reward_calls": int(reward.calls - calls0),
+                 "nonfinite_rewards": int(reward.nonfinite - bad0)}
+        return SearchResult(tokens=seqs[i], reward=float(rewards[i]),
+                            logprob=tree.seq_logprob(finished[i]), samples=seqs, stats=stats,
+                            best_tokens=seqs[i], best_reward=float(rewards[i]))

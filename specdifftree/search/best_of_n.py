@@ -1,0 +1,54 @@
+r"""``best_of_n`` — N independent samples from the base model, the best reward wins.
+
+N = ``budget.rollouts`` (default ``num_rollouts``) or as many as ``budget.tokens`` allows; each
+sample is a rollout from the empty prefix at ``rollout_temperature`` (1.0 = p_θ) up to EOS or the
+depth limit. ``parallel_rollouts`` rollouts are generated per step in one batched Session call
+and their rewards are computed in one batch. The answer is argmax_i r(x_i) (the first on ties);
+``samples`` are all N samples (with repeats). The samples are stored in a prefix tree only to
+report ``nodes``/``max_depth``/``mean_branching``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
+from .stats import sample_stats
+from .tree import Tree
+
+
+class BestOfN(Method):
+    name = "best_of_n"
+
+    def __init__(self, num_rollouts: int = 20, rollout_temperature: float = 1.0,
+                 parallel_rollouts: int = 1, **_ignored):
+        self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
+        self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
+                                                  allow_zero=True)
+        self.parallel_rollouts = check_positive("parallel_rollouts", parallel_rollouts, integer=True)
+
+    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+               rng: np.random.Generator) -> SearchResult:
+        meter = Meter(budget, session, self.num_rollouts)
+        tree = Tree(meter.depth, session.eos_ids)
+        calls0, bad0 = reward.calls, reward.nonfinite
+        seqs: list[tuple[int, ...]] = []
+        logps: list[float] = []
+        rewards: list[float] = []
+        while (n := meter.allow(self.parallel_rollouts)) > 0:
+            ros = session.rollout([()] * n, meter.depth, temperature=self.rollout_temperature,
+                                  rng=rng)
+            batch = [tuple(ro.tokens) for ro in ros]
+            rewards.extend(float(r) for r in reward(batch))
+            for ro, s in zip(ros, batch):
+                tree.add_chain(0, ro.tokens, ro.logprobs)
+                seqs.append(s)
+                logps.append(float(sum(ro.logprobs)))
+            meter.done += n
+        i = int(np.argmax(rewards))
+        stats = {"rollouts": len(seqs), **tree.stats(), **sample_stats(seqs),
+                 "model_rollouts": len(seqs), "best_reward": rewards[i],
+                 "reward_calls": int(reward.calls - calls0),
+                 "nonfinite_rewards": int(reward.nonfinite - bad0)}
+        return SearchResult(tokens=seqs[i], reward=rewards[i], logprob=logps[i], samples=seqs,
+                            stats=stats, best_tokens=seqs[i], best_reward=rewards[i])

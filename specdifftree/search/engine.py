@@ -1,0 +1,185 @@
+"""The loop every tree method shares: select → (expand) → rollout → evaluate → backup.
+
+A method subclasses :class:`TreeSearch` and supplies three functions of a :class:`Run` (one
+search's state):
+
+- ``select(run) -> node | None`` walks from the root, expanding as the method does, and returns a
+  leaf to simulate from: a node never visited (a rollout starts there) or a new terminal child;
+- ``backup(run, path)`` updates the method's values on the root path of a finished simulation
+  (visit counts and reward sums are already updated by :meth:`Tree.record`);
+- ``no_new(run, x) -> bool``: the method will never add another child to ``x`` (used to close
+  exhausted subtrees).
+
+One step selects ``n`` leaves (``n`` = ``parallel_rollouts``, less when the budget says so; see
+:class:`specdifftree.search.base.Meter`), marks them pending so later selections of the step avoid
+them, rolls out all non-terminal leaves with one batched ``Session.rollout`` per starting depth
+(the depth limit is counted from the empty prefix), hands all complete continuations of the step
+to the reward in one batch, then backs them up in selection order. With ``parallel_rollouts: 1``
+this is exactly the sequential algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_choice,
+                   check_positive)
+from .numerics import minmax_normalise
+from .stats import sample_stats
+from .tree import Tree, sample_from_tree
+
+
+@dataclass
+class Run:
+    """The state of one search (methods are stateless between samples)."""
+
+    session: SessionLike
+    reward: RewardOracle
+    rng: np.random.Generator
+    tree: Tree
+    meter: Meter
+    lam: float
+    rmin: float = math.inf
+    rmax: float = -math.inf
+    best: int = -1
+    model_rollouts: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def normalise(self, v) -> np.ndarray:
+        """Values mapped to [0, 1] by the range of rewards seen so far (UCB scales need it)."""
+        return minmax_normalise(v, self.rmin, self.rmax)
+
+    def observe(self, node: int, r: float) -> None:
+        self.rmin = min(self.rmin, r)
+        self.rmax = max(self.rmax, r)
+        if self.best < 0 or r > self.tree.reward[self.best]:
+            self.best = node
+
+
+class TreeSearch(Method):
+    """Base class of the tree methods (see the module docstring)."""
+
+    #: a sampling method returns draws from the tree's estimate of π as ``samples``
+    sampling: bool = False
+    default_answer: str = "best"
+    #: whether ``expansion_k: 0`` (no limit on children) is allowed
+    unlimited_k: bool = False
+
+    def __init__(self, num_rollouts: int = 20, expansion_k: int = 4, temperature: float = 1.0,
+                 rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
+                 num_samples: int = 8, answer: str | None = None, **_ignored):
+        self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
+        self.expansion_k = check_positive("expansion_k", expansion_k, integer=True,
+                                          allow_zero=self.unlimited_k)
+        self.lam = check_positive("temperature", temperature)
+        self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
+                                                  allow_zero=True)
+        self.parallel_rollouts = check_positive("parallel_rollouts", parallel_rollouts, integer=True)
+        self.num_samples = check_positive("num_samples", num_samples, integer=True)
+        self.answer = check_choice("answer", answer or self.default_answer, ("best", "sample"))
+        if self.answer == "sample" and not self.sampling:
+            raise ConfigError(f"method.answer=sample: {self.name} is not a sampling method; "
+                              "use answer=best")
+
+    # ------------------------------------------------------------------ hooks
+    def select(self, run: Run) -> int | None:
+        raise NotImplementedError
+
+    def backup(self, run: Run, path: list[int]) -> None:
+        pass
+
+    def no_new(self, run: Run, node: int) -> bool:
+        return bool(run.tree.expanded[node])
+
+    # ------------------------------------------------------------------ shared pieces
+    def dead_end(self, run: Run, node: int) -> bool:
+        """Selection found no option at ``node``. If nothing below it is in flight, close it (and
+        what that closes above); True when the caller should restart from the root."""
+        t = run.tree
+        kids = t.kids(node)
+        if kids.size and t.pending[kids].any():
+            return False
+        t.update_closed(t.path(node), lambda x: self.no_new(run, x))
+        return bool(t.closed[node]) and not bool(t.closed[0])
+
+    def _rollout(self, run: Run, leaves: list[int]) -> list[int]:
+        """Roll out every non-terminal leaf (batched per depth); returns each leaf's terminal."""
+        t = run.tree
+        ends = list(leaves)
+        groups: dict[int, list[int]] = {}
+        for i, leaf in enumerate(leaves):
+            if not t.terminal[leaf]:
+                groups.setdefault(int(t.depth[leaf]), []).append(i)
+        for d, idx in groups.items():
+            ros = run.session.rollout([t.prefix(leaves[i]) for i in idx], t.max_depth - d,
+                                      temperature=self.rollout_temperature, rng=run.rng)
+            run.model_rollouts += len(ros)
+            for i, ro in zip(idx, ros):
+                end = t.add_chain(leaves[i], ro.tokens, ro.logprobs)
+                if not t.terminal[end]:
+                    raise RuntimeError(f"a rollout of {len(ro.tokens)} tokens from depth {d} did not "
+                                       f"reach EOS or the depth limit {t.max_depth}")
+                ends[i] = end
+        return ends
+
+    # ------------------------------------------------------------------ the loop
+    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+               rng: np.random.Generator) -> SearchResult:
+        calls0, bad0 = reward.calls, reward.nonfinite
+        run = self.run(session, reward, budget, rng)
+        return self._result(run, reward.calls - calls0, reward.nonfinite - bad0)
+
+    def run(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+            rng: np.random.Generator) -> Run:
+        """The search loop; returns its final state (the tree) without building a result."""
+        meter = Meter(budget, session, self.num_rollouts)
+        tree = Tree(meter.depth, session.eos_ids)
+        run = Run(session=session, reward=reward, rng=rng, tree=tree, meter=meter, lam=self.lam)
+        while not tree.closed[0]:
+            n = meter.allow(self.parallel_rollouts)
+            if n == 0:
+                break
+            leaves: list[int] = []
+            for _ in range(n):
+                leaf = self.select(run)
+                if leaf is None:
+                    break
+                tree.pending[leaf] = True
+                leaves.append(leaf)
+            if not leaves:
+                break
+            ends = self._rollout(run, leaves)
+            rewards = reward([tree.prefix(e) for e in ends])
+            for leaf, end, r in zip(leaves, ends, rewards):
+                tree.pending[leaf] = False
+                r = float(r)
+                path = tree.record(end, r)
+                run.observe(end, r)
+                self.backup(run, path)
+                tree.update_closed(path, lambda x: self.no_new(run, x))
+            meter.done += len(leaves)
+        return run
+
+    def _result(self, run: Run, reward_calls: int, nonfinite: int) -> SearchResult:
+        t = run.tree
+        best = run.best
+        best_seq = t.prefix(best)
+        best_r = float(t.reward[best])
+        if self.sampling:
+            draws = [sample_from_tree(t, self.lam, run.rng) for _ in range(self.num_samples)]
+        else:
+            draws = [best]
+        samples = [t.prefix(d) for d in draws]
+        chosen = draws[0] if self.answer == "sample" else best
+        stats = {"rollouts": int(run.meter.done), **t.stats(), **sample_stats(samples),
+                 "model_rollouts": int(run.model_rollouts), "best_reward": best_r,
+                 "tree_exhausted": int(bool(t.closed[0])), "reward_calls": int(reward_calls),
+                 "nonfinite_rewards": int(nonfinite)}
+        return SearchResult(tokens=t.prefix(chosen), reward=float(t.reward[chosen]),
+                            logprob=t.seq_logprob(chosen), samples=samples, stats=stats,
+                            best_tokens=best_seq, best_reward=best_r)
+

@@ -1,0 +1,101 @@
+r"""``maxent_ts`` — Maximum-Entropy Tree Search with soft backups and Boltzmann exploration, as in
+MENTS (Xiao et al. 2019), with the base model as the prior policy.
+
+The soft value is the one of the KL-regularised objective whose optimal policy is the target
+π(x) ∝ p_θ(x)·exp(λ·r(x)), λ = ``temperature``:
+
+    Q̂(x, a) = v̂(xa),     V(x) = (1/λ)·log Σ_a p_θ(a|x)·exp(λ·Q(x, a)).
+
+- **Expansion.** When selection first reaches a node it gets the top-``expansion_k`` tokens of
+  p_θ(·|x) as children (plus the child a rollout already added); tokens with p_θ = 0 never.
+- **Selection** (MENTS' E2W). Among the children that are not fully explored, C(x):
+
+      π_sel(a|x) = (1 − ε_x)·p_θ(a|x)·exp(λ·Q̂(x,a)) / Σ_{b∈C} p_θ(b|x)·exp(λ·Q̂(x,b)) + ε_x/|C|,
+      ε_x = min(1, ε·|C| / log(N(x) + 2)),
+
+  ε = ``epsilon``: a uniform exploration share that decays with the node's visits N(x). A child
+  not visited yet has Q̂ = m(x), the mean reward of the simulations through x (0 before any).
+  Drawing from the mixture: with probability ε_x a uniform child, else Gumbel-max over
+  log p_θ + λ·Q̂. Reaching an unvisited child ends selection; a rollout starts there.
+- **Rollout.** The base model at ``rollout_temperature`` (independent of λ) completes the
+  sequence; its tokens join the tree as a chain.
+- **Backup** (soft Bellman, accounting for the probability mass not yet backed up). With V(x) the
+  children of x visited at least once and R(x) = 1 − Σ_{c∈V(x)} p_θ(c|x) the rest of the prior mass
+  (unexpanded tokens and unvisited children):
+
+      v̂(x) = (1/λ)·log[ Σ_{c∈V(x)} p_θ(c|x)·exp(λ·v̂(c)) + R(x)·exp(λ·m(x)) ],
+
+  i.e. the unexplored mass keeps the Monte-Carlo value m(x) of x (a conservative stand-in: by
+  Jensen it does not exceed the soft value) instead of being dropped, which would inflate v̂
+  towards the few children seen. R is computed in log space, exactly from the node's next-token
+  vector when below 1e-4.
+
+Answer: the best-reward continuation found (``answer: best``, default) or the first of the
+``num_samples`` draws from the tree's soft policy p_θ(c|x)·exp(λ·v̂(c)) (``answer: sample``),
+which are returned as ``samples`` either way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import check_positive
+from .engine import Run, TreeSearch
+from .numerics import gumbel_argmax, logsumexp, topk_finite
+from .tree import log_rest_mass
+
+
+class MaxEntTS(TreeSearch):
+    name = "maxent_ts"
+    sampling = True
+    default_answer = "best"
+
+    def __init__(self, epsilon: float = 0.1, **kw):
+        super().__init__(**kw)
+        self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
+
+    def expand(self, run: Run, x: int) -> None:
+        t = run.tree
+        lp = run.session.logprobs([t.prefix(x)])[0]
+        for a in topk_finite(lp, self.expansion_k):
+            t.add_child(x, int(a), float(lp[a]))
+        t.expanded[x] = True
+
+    def select(self, run: Run) -> int | None:
+        t = run.tree
+        x = 0
+        while True:
+            if not t.expanded[x]:
+                self.expand(run, x)
+            kids = t.kids(x)
+            ok = kids[~t.closed[kids] & ~t.pending[kids]]
+            if ok.size == 0:
+                if self.dead_end(run, x):
+                    x = 0
+                    continue
+                return None
+            n = int(t.visits[x])
+            eps = min(1.0, self.epsilon * ok.size / math.log(n + 2))
+            if run.rng.random() < eps:
+                c = int(ok[run.rng.integers(ok.size)])
+            else:
+                m = t.mean_value(x) if n else 0.0
+                q = np.where(t.visits[ok] > 0, t.value[ok], m)
+                c = int(ok[gumbel_argmax(t.logp[ok] + self.lam * q, run.rng)])
+            if t.visits[c] == 0:
+                return c
+            x = c
+
+    def backup(self, run: Run, path: list[int]) -> None:
+        t = run.tree
+        lam = self.lam
+        for x in reversed(path[:-1]):
+            kids = t.kids(x)
+            vis = kids[t.visits[kids] > 0]
+            terms = t.logp[vis] + lam * t.value[vis]
+            rest = log_rest_mass(t, x, vis, run.session)
+            if rest > -math.inf:
+                terms = np.append(terms, rest + lam * t.mean_value(x))
+            t.value[x] = logsumexp(terms) / lam

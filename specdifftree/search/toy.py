@@ -1,0 +1,216 @@
+"""A toy table language model behind the Session interface, for tests and small experiments.
+
+:class:`TableLM` gives next-token log-probabilities for any prefix, from a function or a seeded
+random table (a Dirichlet draw per prefix, derived from the prefix itself, so the table is
+infinite, lazy and reproducible). :class:`TableSession` answers ``logprobs`` and ``rollout``
+exactly like :class:`specdifftree.backend.session.Session` — same sampling code
+(:func:`specdifftree.backend.sampling.sample`, same random stream), same caching and the same
+token accounting:
+
+- the prompt is prefilled once at construction (``prompt_tokens`` tokens, one model call);
+- ``logprobs`` of a prefix a rollout (or an earlier call) passed through is free; of any other
+  prefix it costs ``len(prefix)`` tokens and one model call;
+- ``rollout`` from a non-empty prefix first feeds the whole prefix (``len(prefix)`` tokens, one
+  call per prefix), then every generated token except the last one (EOS or the
+  ``max_new_tokens``-th) is fed, one call per step for the whole batch.
+
+:func:`enumerate_sequences` and :func:`exact_target` give the complete continuations of a small
+space and the exact target π(x) ∝ p_θ(x)·exp(λ·r(x)), for correctness tests.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..backend.sampling import sample
+from .numerics import logsumexp
+
+Prefix = tuple[int, ...]
+
+
+class TableLM:
+    """Next-token log-probs for every prefix: ``lm(prefix) -> (V,) float64 log-probs``."""
+
+    def __init__(self, fn: Callable[[Prefix], Sequence[float]], vocab_size: int,
+                 eos_ids: Iterable[int] = (0,)):
+        self.vocab_size = int(vocab_size)
+        self.eos_ids = frozenset(int(t) for t in eos_ids)
+        self._fn = fn
+        self._memo: dict[Prefix, np.ndarray] = {}
+
+    def __call__(self, prefix: Sequence[int]) -> np.ndarray:
+        p = tuple(int(t) for t in prefix)
+        lp = self._memo.get(p)
+        if lp is None:
+            lp = np.asarray(self._fn(p), dtype=np.float64).reshape(-1)
+            if lp.shape != (self.vocab_size,):
+                raise ValueError(f"table row for {p} has shape {lp.shape}, expected ({self.vocab_size},)")
+            if abs(logsumexp(lp)) > 1e-9:
+                raise ValueError(f"table row for {p} is not normalised (logsumexp = {logsumexp(lp)})")
+            self._memo[p] = lp
+        return lp
+
+    @classmethod
+    def random(cls, vocab_size: int = 3, eos_ids: Iterable[int] = (0,), seed: int = 0,
+               alpha: float = 1.0, zero_prob: float = 0.0) -> "TableLM":
+        """Seeded random table: each prefix's row is a Dirichlet(α) draw seeded by (seed, prefix).
+
+        ``zero_prob``: chance that a non-EOS token gets probability exactly 0 (log-prob -inf) in
+        a row (never all of them), to exercise -inf handling.
+        """
+        eos = tuple(int(t) for t in eos_ids)
+
+        def row(prefix: Prefix) -> np.ndarray:
+            rng = np.random.default_rng([int(seed), len(prefix), *prefix])
+            p = rng.dirichlet(np.full(vocab_size, float(alpha)))
+            lp = np.log(np.maximum(p, 1e-300))  # a Dirichlet draw can underflow to 0
+            if zero_prob > 0:
+                drop = rng.random(vocab_size) < zero_prob
+                drop[list(eos)] = False
+                if drop.sum() < vocab_size - 1:
+                    lp[drop] = -np.inf
+            return lp - logsumexp(lp)
+
+        return cls(row, vocab_size, eos)
+
+    @classmethod
+    def fixed(cls, probs: Sequence[float], eos_ids: Iterable[int] = (0,)) -> "TableLM":
+        """The same next-token distribution after every prefix."""
+        with np.errstate(divide="ignore"):
+            lp = np.log(np.asarray(probs, dtype=np.float64))
+        lp = lp - logsumexp(lp)
+        return cls(lambda _p: lp, len(lp), eos_ids)
+
+
+class TableSession:
+    """A :class:`TableLM` behind the Session interface (see the module docstring)."""
+
+    def __init__(self, lm: TableLM, prompt_tokens: int = 8):
+        self.lm = lm
+        self.eos_ids = lm.eos_ids
+        self.vocab_size = lm.vocab_size
+        self.prompt_tokens = int(prompt_tokens)
+        self._tokens = self.prompt_tokens
+        self._calls = 1
+        self._lp: dict[Prefix, np.ndarray] = {(): lm(())}
+
+    @property
+    def tokens_processed(self) -> int:
+        return self._tokens
+
+    @property
+    def model_calls(self) -> int:
+        return self._calls
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return " ".join(str(int(t)) for t in tokens)
+
+    def _check(self, prefix) -> Prefix:
+        p = tuple(int(t) for t in prefix)
+        if any(t in self.eos_ids for t in p):
+            raise ValueError(f"continuation {p} contains EOS; nothing can follow it")
+        return p
+
+    def _feed(self, prefix: Prefix) -> np.ndarray:
+        """Push ``prefix`` through the "model" (counted) and remember its next-token log-probs."""
+        if prefix:
+            self._tokens += len(prefix)
+            self._calls += 1
+        lp = self.lm(prefix)
+        self._lp[prefix] = lp
+        return lp
+
+    def logprobs(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
+        out = []
+        for prefix in prefixes:
+            p = self._check(prefix)
+            lp = self._lp.get(p)
+            out.append(self._feed(p) if lp is None else lp)
+        return np.stack(out) if out else np.zeros((0, self.vocab_size))
+
+    def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
+                temperature: float = 1.0, rng: np.random.Generator | None = None,
+                top_k: int = 0, top_p: float = 1.0) -> list:
+        from ..backend.session import Rollout
+
+        if rng is None:
+            if temperature > 0:
+                raise ValueError("sampling with temperature > 0 needs an rng")
+            rng = np.random.default_rng(0)
+        prefixes = [self._check(p) for p in prefixes]
+        B = len(prefixes)
+        if B == 0 or max_new_tokens <= 0:
+            return [Rollout(p, [], [], False) for p in prefixes]
+        lp = np.stack([self._feed(p) for p in prefixes])
+        seqs: list[list[int]] = [[] for _ in range(B)]
+        seq_lps: list[list[float]] = [[] for _ in range(B)]
+        finished = [False] * B
+        active = list(range(B))
+        for step in range(max_new_tokens):
+            toks = sample(lp, temperature, rng, top_k=top_k, top_p=top_p)
+            keep = []
+            for r, i in enumerate(active):
+                t = int(toks[r])
+                seqs[i].append(t)
+                seq_lps[i].append(float(lp[r, t]))
+                if t in self.eos_ids:
+                    finished[i] = True
+                elif step + 1 < max_new_tokens:
+                    keep.append(r)
+            if not keep:
+                break
+            active = [active[r] for r in keep]
+            self._tokens += len(active)
+            self._calls += 1
+            rows = []
+            for i in active:
+                p = prefixes[i] + tuple(seqs[i])
+                self._lp[p] = self.lm(p)
+                rows.append(self._lp[p])
+            lp = np.stack(rows)
+        return [Rollout(prefixes[i], seqs[i], seq_lps[i], finished[i]) for i in range(B)]
+
+
+def enumerate_sequences(lm: TableLM, max_len: int) -> tuple[list[Prefix], np.ndarray]:
+    """All complete continuations with p_θ > 0 (ending in EOS or of length ``max_len``) and their
+    log-probabilities, in depth-first order."""
+    seqs: list[Prefix] = []
+    logps: list[float] = []
+
+    def walk(prefix: Prefix, logp: float) -> None:
+        lp = lm(prefix)
+        for t in range(lm.vocab_size):
+            if not np.isfinite(lp[t]):
+                continue
+            s = prefix + (t,)
+            if t in lm.eos_ids or len(s) >= max_len:
+                seqs.append(s)
+                logps.append(logp + float(lp[t]))
+            else:
+                walk(s, logp + float(lp[t]))
+
+    walk((), 0.0)
+    return seqs, np.asarray(logps)
+
+
+def exact_target(seqs: Sequence[Prefix], logps: np.ndarray, rewards: np.ndarray,
+                 lam: float) -> dict[Prefix, float]:
+    """π(x) = p_θ(x)·exp(λ·r(x)) / Z over the enumerated continuations, computed in log space."""
+    logw = np.asarray(logps, dtype=np.float64) + float(lam) * np.asarray(rewards, dtype=np.float64)
+    z = logsumexp(logw)
+    return {s: float(np.exp(w - z)) for s, w in zip(seqs, logw)}
+
+
+def soft_value(logps: np.ndarray, rewards: np.ndarray, lam: float) -> float:
+    """V(root) = (1/λ)·log Σ_x p_θ(x)·exp(λ·r(x)) over the enumerated continuations."""
+    return logsumexp(np.asarray(logps) + lam * np.asarray(rewards)) / lam
+
+
+def table_reward(table: Mapping[Prefix, float], default: float = 0.0) -> Callable:
+    """A batched reward function over token tuples from a dict (for tests)."""
+    def fn(seqs):
+        return np.array([table.get(tuple(s), default) for s in seqs], dtype=np.float64)
+    return fn

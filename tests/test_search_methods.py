@@ -1,0 +1,245 @@
+"""Every method on the toy table-LM: determinism, budgets, batching, numerics, configuration."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from specdifftree.errors import ConfigError
+from specdifftree.search import METHODS, build
+from specdifftree.search.base import Budget, RewardOracle
+from specdifftree.search.toy import TableLM, TableSession, enumerate_sequences, exact_target, soft_value
+from specdifftree.search.stats import total_variation
+from specdifftree.search.tree import tree_distribution
+
+REPO = Path(__file__).resolve().parent.parent
+EOS = 3
+ALL = list(METHODS)
+SAMPLING = ["dts", "maxent_ts", "best_of_n"]
+TREE = ["mcts", "dts", "dts_star", "maxent_ts"]
+
+
+def lm():
+    return TableLM.random(4, eos_ids=[EOS], seed=11, alpha=0.8)
+
+
+def hashed_reward(scale=1.0):
+    """A deterministic pseudo-random reward of the token sequence."""
+    def fn(seqs):
+        out = []
+        for s in seqs:
+            g = np.random.default_rng([99, len(s), *s])
+            out.append(scale * g.normal())
+        return np.array(out)
+    return fn
+
+
+def run(name, seed=0, budget=None, reward=None, table=None, prompt=5, **cfg):
+    s = TableSession(table or lm(), prompt)
+    oracle = RewardOracle(reward or hashed_reward())
+    res = build(name, **cfg).search(s, oracle, budget or Budget(rollouts=25, max_new_tokens=6),
+                                    np.random.default_rng(seed))
+    return res, s, oracle
+
+
+def exact_logprob(table, seq):
+    return sum(float(table(seq[:k])[t]) for k, t in enumerate(seq))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_result_contract(name):
+    table = lm()
+    res, s, oracle = run(name, table=table)
+    st = res.stats
+    for key in ("rollouts", "nodes", "max_depth", "mean_branching", "distinct_samples",
+                "ngram_diversity", "best_reward", "reward_calls", "nonfinite_rewards"):
+        assert key in st, key
+        assert isinstance(st[key], (int, float)) and math.isfinite(st[key])
+    assert 1 <= st["distinct_samples"] <= len(res.samples)
+    assert 0 < st["ngram_diversity"] <= 1
+    assert res.tokens and (res.tokens[-1] == EOS or len(res.tokens) == 6)
+    assert res.reward == pytest.approx(float(hashed_reward()([res.tokens])[0]))
+    assert res.logprob == pytest.approx(exact_logprob(table, res.tokens), abs=1e-12)
+    assert res.best_reward >= res.reward and res.best_reward == st["best_reward"]
+    assert res.best_reward == pytest.approx(float(hashed_reward()([res.best_tokens])[0]))
+    assert st["max_depth"] <= 6
+    if name not in ("dts", "maxent_ts"):
+        assert res.tokens == res.best_tokens
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_same_seed_same_output(name):
+    a, sa, _ = run(name, seed=3)
+    b, sb, _ = run(name, seed=3)
+    assert (a.tokens, a.reward, a.logprob, a.samples, a.stats) == (b.tokens, b.reward, b.logprob,
+                                                                   b.samples, b.stats)
+    assert sa.tokens_processed == sb.tokens_processed
+
+
+@pytest.mark.parametrize("name", SAMPLING)
+def test_different_seeds_different_samples(name):
+    outs = {tuple(run(name, seed=seed)[0].samples) for seed in range(4)}
+    assert len(outs) == 4
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("tokens", [3, 40, 157])
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_token_budget_is_exceeded_by_at_most_one_rollout(name, tokens, parallel):
+    D = 6
+    res, s, _ = run(name, budget=Budget(tokens=tokens, max_new_tokens=D), parallel_rollouts=parallel)
+    # one rollout processes at most D - 1 tokens (prefix + generated tokens but the last)
+    assert s.tokens_processed <= max(tokens, s.prompt_tokens) + D - 1
+    assert res.stats["rollouts"] >= 1
+
+
+@pytest.mark.parametrize("name", ["best_of_n", "mcts", "dts", "dts_star", "maxent_ts"])
+def test_rollout_budget_and_default(name):
+    res, s, _ = run(name, budget=Budget(rollouts=7, max_new_tokens=6))
+    assert res.stats["rollouts"] == 7
+    res, s, _ = run(name, budget=Budget(max_new_tokens=6), num_rollouts=9)  # method default
+    assert res.stats["rollouts"] == 9
+    # a token budget alone is not capped by num_rollouts
+    res, s, _ = run(name, budget=Budget(tokens=400, max_new_tokens=6), num_rollouts=2)
+    assert res.stats["rollouts"] > 2
+    assert s.tokens_processed >= 400 or res.stats.get("tree_exhausted") == 1
+
+
+def test_tree_methods_stop_when_the_space_is_exhausted():
+    table = TableLM.random(3, eos_ids=[2], seed=0)
+    for name in TREE:
+        s = TableSession(table, 2)
+        res = build(name, expansion_k=3).search(s, RewardOracle(hashed_reward()),
+                                                Budget(tokens=10**9, max_new_tokens=3),
+                                                np.random.default_rng(0))
+        assert res.stats["tree_exhausted"] == 1
+        seqs, _ = enumerate_sequences(table, 3)
+        assert res.best_reward == max(hashed_reward()(seqs))
+
+
+@pytest.mark.parametrize("name", ["best_of_n", "mcts", "dts", "dts_star", "maxent_ts"])
+def test_rewards_are_batched_per_step(name):
+    sizes = []
+    base = hashed_reward()
+
+    def fn(seqs):
+        sizes.append(len(seqs))
+        return base(seqs)
+
+    res, s, oracle = run(name, reward=fn, budget=Budget(rollouts=24, max_new_tokens=6),
+                         parallel_rollouts=4)
+    assert max(sizes) > 1 and max(sizes) <= 4
+    assert res.stats["reward_calls"] == oracle.calls <= 24 // 4 + 2
+
+
+def test_beam_scores_its_hypotheses_in_one_batch_and_keeps_the_width():
+    sizes = []
+    base = hashed_reward()
+
+    def fn(seqs):
+        sizes.append(len(seqs))
+        return base(seqs)
+
+    res, s, _ = run("beam", reward=fn, expansion_k=3)
+    assert sizes == [3] and len(res.samples) == 3
+    # the beam holds the 3 most likely complete sequences of this table
+    table = lm()
+    seqs, logps = enumerate_sequences(table, 6)
+    top = [seqs[i] for i in np.argsort(-logps)[:3]]
+    assert len(set(top) & set(res.samples)) >= 2
+
+
+def test_beam_under_a_tight_token_budget_still_answers():
+    res, s, _ = run("beam", budget=Budget(tokens=8, max_new_tokens=6), expansion_k=4, prompt=5)
+    assert res.stats["budget_stopped"] == 1 and res.tokens
+    assert s.tokens_processed <= 8 + 5
+
+
+# ---------------------------------------------------------------------- numerics
+@pytest.mark.parametrize("lam", [1e-3, 1.0, 1e3])
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_soft_methods_are_exact_on_an_exhausted_tree(lam, scale):
+    """λ from 1e-3 to 1e3, rewards up to ±1e6 and p_θ = 0 tokens: a fully explored DTS tree gives
+    the exact soft value and exactly π."""
+    table = TableLM.random(3, eos_ids=[2], seed=5, zero_prob=0.4)
+    D = 4
+    reward = hashed_reward(scale)
+    seqs, logps = enumerate_sequences(table, D)
+    r = reward(seqs)
+    pi = exact_target(seqs, logps, r, lam)
+    for name in ("dts", "maxent_ts"):
+        s = TableSession(table, 2)
+        m = build(name, temperature=lam, expansion_k=3)
+        out = m.run(s, RewardOracle(reward), Budget(tokens=10**9, max_new_tokens=D),
+                    np.random.default_rng(1))
+        t = out.tree
+        assert t.closed[0]
+        assert t.value[0] == pytest.approx(soft_value(logps, r, lam), rel=1e-9, abs=1e-9 * scale)
+        assert total_variation(tree_distribution(t, lam), pi) < 1e-9
+        assert np.isfinite(t.value[: t.size][t.visits[: t.size] > 0]).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_nan_rewards_are_worst_finite_and_counted(name):
+    base = hashed_reward()
+
+    def fn(seqs):
+        r = base(seqs)
+        r[[len(s) % 2 == 0 for s in seqs]] = np.nan  # every even-length sequence
+        return r
+
+    res, s, oracle = run(name, reward=fn, budget=Budget(rollouts=30, max_new_tokens=6))
+    assert math.isfinite(res.reward) and math.isfinite(res.best_reward)
+    assert all(math.isfinite(v) for v in res.stats.values())
+    assert res.stats["nonfinite_rewards"] == oracle.nonfinite
+    if oracle.nonfinite and oracle.evaluated > oracle.nonfinite:
+        assert len(res.best_tokens) % 2 == 1  # a NaN never wins over a finite reward
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("lam", [1e-3, 1e3])
+def test_extreme_temperatures_and_rewards_run_clean(name, lam):
+    table = TableLM.random(4, eos_ids=[EOS], seed=3, zero_prob=0.3)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow or NaN
+        res, s, _ = run(name, table=table, reward=hashed_reward(1e6), temperature=lam,
+                        budget=Budget(rollouts=40, max_new_tokens=6))
+    assert math.isfinite(res.reward) and math.isfinite(res.logprob)
+
+
+# ---------------------------------------------------------------------- configuration
+@pytest.mark.parametrize("bad", [
+    ("dts", {"temperature": 0}), ("dts", {"temperature": float("nan")}),
+    ("mcts", {"expansion": "widest"}), ("mcts", {"expansion_k": 0}),
+    ("mcts", {"answer": "sample"}), ("maxent_ts", {"epsilon": -1}),
+    ("best_of_n", {"num_rollouts": 0}), ("beam", {"expansion_k": 1.5}),
+    ("dts", {"parallel_rollouts": "two"}),
+])
+def test_bad_config_values_raise_config_error(bad):
+    name, cfg = bad
+    with pytest.raises(ConfigError, match=r"method\."):
+        build(name, **cfg)
+
+
+def test_unknown_method_and_bad_budget():
+    with pytest.raises(ConfigError, match="unknown"):
+        build("bogus")
+    with pytest.raises(ConfigError, match="budget.rollouts"):
+        run("dts", budget=Budget(rollouts=0, max_new_tokens=4))
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        run("mcts", budget=Budget(rollouts=3, max_new_tokens=0))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_method_configs_instantiate(name):
+    from hydra.utils import get_class
+
+    cfg = OmegaConf.load(REPO / "conf" / "method" / f"{name}.yaml")
+    assert cfg.name == name
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("name", "_target_")}
+    method = get_class(cfg._target_)(**kwargs)
+    assert method.name == name
+    res = method.search(TableSession(lm(), 3), RewardOracle(hashed_reward()),
+                        Budget(tokens=60, max_new_tokens=5), np.random.default_rng(0))
+    assert res.tokens
