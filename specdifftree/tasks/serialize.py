@@ -46,7 +46,9 @@ class Serializer:
         q = float(np.quantile(a, self.scale_quantile))
         if not q > 0:
             q = float(a.max()) if a.max() > 0 else 1.0
-        return q / self.scale_target
+        scale = q / self.scale_target
+        # a subnormal or overflowing scale would turn values into inf/0: keep the raw values then
+        return scale if np.isfinite(scale) and scale >= np.finfo(np.float64).tiny else 1.0
 
     def encode(self, values: np.ndarray, scale: float) -> str:
         fmt = f"{{:.{self.decimals}f}}"
