@@ -109,9 +109,9 @@ def run_method(lm, prompt, name: str, args) -> dict:
 
     cfg = compose([f"method={name}"]
                   if name == "greedy" else
-                  [f"method={name}", f"method.num_rollouts={args.rollouts}",
-                   f"method.expansion_k={args.k}", f"method.temperature={args.lam}"]
-                  + ([f"method.parallel_rollouts={args.parallel}"] if args.parallel else []))
+                  [f"method={name}", f"++method.num_rollouts={args.rollouts}",
+                   f"++method.expansion_k={args.k}", f"++method.temperature={args.lam}"]
+                  + ([f"++method.parallel_rollouts={args.parallel}"] if args.parallel else []))
     method = build_method(cfg.method)
     reward = build_reward(compose(["reward=spectral"]).reward)
     task = ForecastTask(Serializer())
