@@ -74,9 +74,10 @@ def build_task(cfg: DictConfig) -> ForecastTask:
 
 
 def load_samples(cfg: DictConfig) -> list[Series]:
-    from .tasks.sources import load_series, select
+    from .modelcache import get_series  # sweep hook: process-wide dataset cache
+    from .tasks.sources import select
 
-    series = load_series(cfg.dataset)
+    series, _ = get_series(cfg.dataset)
     seed = cfg.dataset.get("subset_seed")
     return select(series, cfg.num_samples, int(cfg.seed if seed is None else seed))
 
@@ -152,6 +153,9 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
         row.update({k: v for k, v in result.stats.items() if k not in row})
     row.update(exp.evaluator.score(values, s))
     row["forecast"] = values
+    # sweep hook: truth and the last context values, so reports plot forecasts from results only
+    row["truth"] = np.asarray(s.y, dtype=np.float64)
+    row["history_tail"] = np.asarray(s.x, dtype=np.float64)[-3 * s.horizon:]
     row["time_s"] = time.perf_counter() - t0
     return row
 
