@@ -239,19 +239,19 @@ def _colors(methods) -> dict:
 
 
 def _datasets_axes(n: int, width: float = 5.5, height: float = 4.2, max_cols: int = 3):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig = Figure(figsize=(width * cols, height * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
 
 
-def plot_reward_vs_tokens(summary: pd.DataFrame, agg: pd.DataFrame, path: Path) -> Path | None:
-    import matplotlib.pyplot as plt
-
+def fig_reward_vs_tokens(summary: pd.DataFrame, agg: pd.DataFrame):
+    """Mean reward vs tokens processed per sample, one panel per dataset; None without data."""
     need = {"reward", "tokens_processed"}
     if summary.empty or not need <= set(summary.columns):
         return None
@@ -281,13 +281,12 @@ def plot_reward_vs_tokens(summary: pd.DataFrame, agg: pd.DataFrame, path: Path) 
         ax.legend(title="method (mean ± sd over seeds)", fontsize=8, title_fontsize=8)
     fig.suptitle("Reward vs compute (small dots: one seed)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_accuracy(agg: pd.DataFrame, path: Path) -> Path | None:
-    import matplotlib.pyplot as plt
+def fig_accuracy(agg: pd.DataFrame):
+    """sMAPE, MASE and OWA per method (rows: datasets); None without data."""
+    from matplotlib.figure import Figure
 
     metrics = [(m, lbl) for m, lbl in (("smape", "sMAPE (%)"), ("mase", "MASE"),
                                         ("owa", "OWA (Naive2 = 1)"))
@@ -297,9 +296,8 @@ def plot_accuracy(agg: pd.DataFrame, path: Path) -> Path | None:
     datasets = sorted(agg["dataset"].astype(str).unique())
     colors = _colors(agg["method"])
     n_entries = int(agg.groupby("dataset").size().max())
-    fig, axes = plt.subplots(len(datasets), len(metrics), squeeze=False,
-                             figsize=(len(metrics) * max(3.6, 0.55 * n_entries + 1.6),
-                                      3.9 * len(datasets)))
+    fig = Figure(figsize=(len(metrics) * max(3.6, 0.55 * n_entries + 1.6), 3.9 * len(datasets)))
+    axes = fig.subplots(len(datasets), len(metrics), squeeze=False)
     for row, ds in enumerate(datasets):
         a = agg[agg["dataset"].astype(str) == ds]
         labels = [_label(r) for _, r in a.iterrows()]
@@ -316,14 +314,11 @@ def plot_accuracy(agg: pd.DataFrame, path: Path) -> Path | None:
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Forecast accuracy per method (bars: mean over seeds, whiskers: sd)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_forecasts(rows: pd.DataFrame, path: Path, max_series: int = 4) -> Path | None:
-    import matplotlib.pyplot as plt
-
+def fig_forecasts(rows: pd.DataFrame, max_series: int = 4):
+    """Forecasts of every method vs truth (and the end of the history) for a few series."""
     if rows.empty or "forecast" not in rows or "series_id" not in rows:
         return None
     rows = rows[rows["forecast"].map(lambda v: isinstance(v, list) and len(v) > 0)]
@@ -335,6 +330,8 @@ def plot_forecasts(rows: pd.DataFrame, path: Path, max_series: int = 4) -> Path 
     coverage = keyed.groupby("_key")["method"].nunique().sort_values(ascending=False, kind="stable")
     picked = list(coverage.index[:max_series])
     colors = _colors(rows["method"])
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
+    variants_of = {m: sorted(g["variant"].astype(str).unique()) for m, g in rows.groupby("method")}
     fig, axes = _datasets_axes(len(picked), width=6.0, height=3.8, max_cols=2)
     for ax, key in zip(axes, picked):
         g = keyed[keyed["_key"] == key]
@@ -353,7 +350,9 @@ def plot_forecasts(rows: pd.DataFrame, path: Path, max_series: int = 4) -> Path 
                 continue
             seen.add(lab)
             fc = np.array([np.nan if v is None else v for v in r["forecast"]], dtype=np.float64)
-            ax.plot(np.arange(1, len(fc) + 1), fc, "--", color=colors[r["method"]], label=lab)
+            style = styles[variants_of[r["method"]].index(r["variant"]) % len(styles)]
+            ax.plot(np.arange(1, len(fc) + 1), fc, linestyle=style, color=colors[r["method"]],
+                    label=lab)
         ax.axvline(0.5, color="0.8", linewidth=1)
         ax.set_title(f"{key} (h={h}, seed {int(ref['seed'])})" if "seed" in ref else key, fontsize=9)
         ax.set_xlabel("time step (forecast origin = 0)")
@@ -362,21 +361,23 @@ def plot_forecasts(rows: pd.DataFrame, path: Path, max_series: int = 4) -> Path 
         ax.legend(fontsize=7)
     fig.suptitle("Forecasts vs truth")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def make_figures(col: Collected, agg: pd.DataFrame, out_dir: Path, max_series: int = 4) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    made = [plot_reward_vs_tokens(col.summary, agg, fig_dir / "reward_vs_tokens.png"),
-            plot_accuracy(agg, fig_dir / "accuracy.png"),
-            plot_forecasts(col.rows, fig_dir / "forecasts.png", max_series=max_series)]
-    return [p for p in made if p is not None]
+    made = []
+    for name, make in (("reward_vs_tokens", lambda: fig_reward_vs_tokens(col.summary, agg)),
+                       ("accuracy", lambda: fig_accuracy(agg)),
+                       ("forecasts", lambda: fig_forecasts(col.rows, max_series=max_series))):
+        fig = make()
+        if fig is None:
+            continue
+        path = fig_dir / f"{name}.png"
+        fig.savefig(path, dpi=120)
+        made.append(path)
+    return made
 
 
 # -------------------------------------------------------------------------------------- entry
