@@ -172,3 +172,26 @@ def test_budget_scaling_preset_sweeps_token_budgets():
         == set(params.method.split(","))
     # every rollout processes at least one token: the token budget, not rollouts, stops a method
     assert cfg.budget.rollouts > max(budgets)
+
+
+def test_a_grown_sweep_resumes_in_the_dirs_of_its_jobs(tmp_path):
+    common = ("num_samples=2", "output.print_summary=false", f"hydra.sweep.dir={tmp_path}")
+    assert run_cli("--multirun", "method=naive2", "seed=0,1", *common).returncode == 0
+    first = {d: (tmp_path / d / "results.jsonl").read_bytes() for d in ("0", "1")}
+    # one more method and seed, another order, a display override: Hydra numbers jobs anew
+    out = run_cli("--multirun", "seed=1,0,2", "method=seasonal_naive,naive2",
+                  "output.progress=false", *common)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = {d.name: json.loads((d / "job.json").read_text()) for d in tmp_path.iterdir()
+            if (d / "job.json").exists()}
+    assert len(jobs) == 6
+    by_args = {(next(o for o in j["overrides"] if o.startswith("method=")),
+                next(o for o in j["overrides"] if o.startswith("seed="))): (d, j["status"])
+               for d, j in jobs.items()}
+    assert by_args[("method=naive2", "seed=0")] == ("0", "skipped")
+    assert by_args[("method=naive2", "seed=1")] == ("1", "skipped")
+    assert sorted(s for _, s in by_args.values()) == ["done"] * 4 + ["skipped"] * 2
+    assert first == {d: (tmp_path / d / "results.jsonl").read_bytes() for d in ("0", "1")}
+    for d, _ in by_args.values():
+        rows = [json.loads(x) for x in _lines(tmp_path / d / "results.jsonl")]
+        assert len(rows) == 2 and len({r["method"] for r in rows}) == 1

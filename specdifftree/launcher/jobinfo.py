@@ -20,6 +20,15 @@ JOB_FILE = "job.json"
 STATUSES = ("done", "failed", "skipped")
 
 
+# overrides that do not change a job's results: ignored when matching a job to its dir
+_NEUTRAL = ("output.", "hydra.", "logger.", "logger=")
+
+
+def job_identity(overrides) -> tuple[str, ...]:
+    """What identifies a job's results: its overrides in any order, display/logging ones aside."""
+    return tuple(sorted(str(o) for o in overrides if not str(o).lstrip("+~").startswith(_NEUTRAL)))
+
+
 def read_job_info(job_dir: str | Path) -> dict | None:
     path = Path(job_dir) / JOB_FILE
     if not path.is_file():

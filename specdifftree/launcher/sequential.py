@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from .jobinfo import expected_keys, read_job_info, result_keys, write_job_info
+from .jobinfo import expected_keys, job_identity, read_job_info, result_keys, write_job_info
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,42 @@ def order_jobs(jobs: Sequence[PlannedJob]) -> list[PlannedJob]:
     return sorted(jobs, key=lambda j: (model_rank[j.model_key], data_rank[j.dataset_key], j.num))
 
 
+def assign_dirs(jobs: Sequence[PlannedJob], sweep_dir: Path) -> None:
+    """Keep each job in the dir that already holds its results, so a grown or reordered sweep
+    (e.g. one more seed or method) resumes: a job whose overrides match a ``job.json`` of the
+    sweep dir goes to that dir; a job whose own dir holds another job gets a fresh one."""
+    recorded: dict[tuple, Path] = {}
+    for info_path in sorted(sweep_dir.glob("*/" + "job.json")):
+        info = read_job_info(info_path.parent)
+        if info and info.get("overrides") is not None:
+            recorded.setdefault(job_identity(info["overrides"]), info_path.parent)
+    if not recorded:
+        return
+    taken = {p.name for p in sweep_dir.iterdir() if p.is_dir()}
+    claimed: set[str] = set()
+    wanted = [j for j in jobs if j.job_dir is not None and j.config is not None]
+    for j in wanted:  # first the jobs that have a dir already
+        d = recorded.get(job_identity(j.overrides))
+        if d is not None:
+            j.extra["dir"] = d.name
+            claimed.add(d.name)
+    fresh = (str(n) for n in range(len(taken) + len(jobs) + 1) if str(n) not in taken)
+    for j in wanted:
+        if "dir" in j.extra:
+            name = j.extra["dir"]
+        elif j.job_dir.parent == sweep_dir and (j.job_dir.name in claimed
+                                                or (j.job_dir / "job.json").exists()):
+            name = next(n for n in fresh if n not in claimed)  # its default dir holds another job
+        else:
+            claimed.add(j.job_dir.name)
+            continue
+        claimed.add(name)
+        if name != j.job_dir.name:
+            with open_dict(j.config):
+                j.config.hydra.sweep.subdir = name
+            j.job_dir = sweep_dir / name
+
+
 class SequentialSweep:
     """What :class:`hydra_plugins.specdifftree_launcher.sequential_launcher.SequentialLauncher`
     does; kept here so it is importable and documented with the rest of the package."""
@@ -164,6 +200,7 @@ class SequentialSweep:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         jobs = [self.plan(initial_job_idx + i, ov) for i, ov in enumerate(job_overrides)]
+        assign_dirs(jobs, sweep_dir)
         order = order_jobs(jobs)
         log.info(f"Launching {len(jobs)} jobs sequentially in this process (sweep dir {sweep_dir})")
         returns: dict[int, Any] = {}
@@ -262,7 +299,7 @@ class SequentialSweep:
             return finish("failed", job.error)
         prev = read_job_info(job.job_dir)
         if prev is not None and prev.get("overrides") is not None \
-                and list(prev["overrides"]) != list(job.overrides):
+                and job_identity(prev["overrides"]) != job_identity(job.overrides):
             from ..errors import ConfigError
 
             return finish("failed", ConfigError(
