@@ -37,7 +37,7 @@ FAILURES: list[dict] = []
 
 
 class JobFailure:
-    """The return value the launcher hands Hydra for a failed job (see ``fail_fast_in_hydra``)."""
+    """The return value handed to Hydra for a failed job when the exit-code callback reports it."""
 
     def __init__(self, info: dict):
         self.info = info
