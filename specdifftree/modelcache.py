@@ -1,41 +1,87 @@
-"""Process-wide cache of loaded models, keyed by their resolved config.
+"""Process-wide caches of loaded models and datasets, keyed by their resolved config.
 
-Jobs of a sweep that run in one process share a model: the first job loads it, later ones hit.
+Jobs of a sweep that run in one process (``hydra/launcher=sequential``) share them: the first job
+that needs a model or dataset loads it, later ones hit the cache. The sweep launcher releases an
+entry once no remaining job needs it (:func:`release_unused`). :data:`STATS` counts loads and hits
+so the launcher can tell, per job, whether its model came from the cache.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import logging
 
 from omegaconf import OmegaConf
 
-from .backend.loader import LoadedModel, load
+log = logging.getLogger(__name__)
 
-_MODELS: dict[str, LoadedModel] = {}
+_MODELS: dict = {}
+_DATASETS: dict = {}
+# counters since process start; the launcher diffs them around each job
+STATS = {"model_loads": 0, "model_hits": 0, "dataset_loads": 0, "dataset_hits": 0}
 
 
-def model_key(model_cfg) -> str:
-    data = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
+def config_key(cfg) -> str:
+    """A stable string for a (resolved) config node or mapping."""
+    data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def get_model(model_cfg) -> tuple[LoadedModel, bool]:
-    """The model for ``model_cfg`` and whether it came from the cache."""
+model_key = config_key
+
+
+def dataset_key(dataset_cfg) -> str:
+    """The dataset's resolved config; an M4 ``root`` is made absolute so cwd changes don't alias."""
+    data = (OmegaConf.to_container(dataset_cfg, resolve=True) if OmegaConf.is_config(dataset_cfg)
+            else dict(dataset_cfg))
+    # keys that select the series, not the ones that only shape the prompt
+    data.pop("context_length", None)
+    if data.get("root"):
+        try:
+            from .tasks.sources import resolve_root
+
+            data["root"] = str(resolve_root(data["root"]))
+        except Exception:  # noqa: BLE001 - a bad root is reported by the loader itself
+            pass
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def get_model(model_cfg):
+    """The model for ``model_cfg`` and whether it came from the cache: ``(LoadedModel, hit)``."""
     key = model_key(model_cfg)
     if key in _MODELS:
+        STATS["model_hits"] += 1
         return _MODELS[key], True
+    from .backend.loader import load
+
     lm = load(model_cfg)
     _MODELS[key] = lm
+    STATS["model_loads"] += 1
     return lm, False
 
 
-def release(model_cfg=None) -> None:
-    """Drop one cached model (or all) and clear MLX's buffer cache."""
-    if model_cfg is None:
-        _MODELS.clear()
+def get_series(dataset_cfg):
+    """All series of the dataset for ``dataset_cfg`` and whether they came from the cache.
+
+    The list is shared between callers: treat it (and its :class:`Series`) as read-only.
+    """
+    key = dataset_key(dataset_cfg)
+    if key in _DATASETS:
+        STATS["dataset_hits"] += 1
+        return _DATASETS[key], True
+    if dataset_cfg.get("source") == "m4_captions":
+        from .tasks.captions import load_caption_samples as load_series
     else:
-        _MODELS.pop(model_key(model_cfg), None)
+        from .tasks.sources import load_series
+
+    series = load_series(dataset_cfg)
+    _DATASETS[key] = series
+    STATS["dataset_loads"] += 1
+    return series, False
+
+
+def _clear_mlx() -> None:
     gc.collect()
     try:
         import mlx.core as mx
@@ -45,5 +91,36 @@ def release(model_cfg=None) -> None:
         pass
 
 
+def release(model_cfg=None) -> None:
+    """Drop one cached model (or all) and clear MLX's buffer cache."""
+    if model_cfg is None:
+        _MODELS.clear()
+    else:
+        _MODELS.pop(model_key(model_cfg), None)
+    _clear_mlx()
+
+
+def release_unused(keep_models=(), keep_datasets=()) -> list[str]:
+    """Drop every cached model/dataset whose key is not kept; returns the dropped model names."""
+    keep_models, keep_datasets = set(keep_models), set(keep_datasets)
+    dropped = []
+    for key in [k for k in _MODELS if k not in keep_models]:
+        dropped.append(getattr(_MODELS.pop(key), "name", key))
+    for key in [k for k in _DATASETS if k not in keep_datasets]:
+        _DATASETS.pop(key)
+    if dropped:
+        log.info("released model(s) no later job needs: %s", ", ".join(dropped))
+        _clear_mlx()
+    return dropped
+
+
+def release_datasets() -> None:
+    _DATASETS.clear()
+
+
 def cached_keys() -> list[str]:
     return list(_MODELS)
+
+
+def cached_dataset_keys() -> list[str]:
+    return list(_DATASETS)

@@ -82,14 +82,10 @@ def build_task(cfg: DictConfig):
 
 
 def load_samples(cfg: DictConfig) -> list:
-    from .tasks.sources import load_series, select
+    from .modelcache import get_series  # process-wide dataset cache (shared by sweep jobs)
+    from .tasks.sources import select
 
-    if is_caption_task(cfg):
-        from .tasks.captions import load_caption_samples
-
-        series = load_caption_samples(cfg.dataset)
-    else:
-        series = load_series(cfg.dataset)
+    series, _ = get_series(cfg.dataset)
     seed = cfg.dataset.get("subset_seed")
     return select(series, cfg.num_samples, int(cfg.seed if seed is None else seed))
 

@@ -88,7 +88,10 @@ class ForecastTask:
         n2 = Naive2().forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period)
         return {"smape": float(smape(s.y, values)), "mase": float(mase(s.x, s.y, values, s.period)),
                 "smape_naive2": float(smape(s.y, n2)), "mase_naive2": float(mase(s.x, s.y, n2, s.period)),
-                "forecast": np.asarray(values, dtype=np.float64)}
+                "forecast": np.asarray(values, dtype=np.float64),
+                # truth and the last history values, so reports plot forecasts from results alone
+                "truth": np.asarray(s.y, dtype=np.float64),
+                "history_tail": np.asarray(s.x, dtype=np.float64)[-3 * s.horizon:]}
 
     def evaluate(self, text: str, s: Series) -> dict:
         fc = self.parse(text, s)

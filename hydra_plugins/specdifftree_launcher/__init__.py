@@ -1,0 +1,1 @@
+"""SpecDiffTree's Hydra plugins (Hydra imports every module here on each start: keep them light)."""

@@ -1,0 +1,35 @@
+"""Hydra callback that ends a multirun with exit code 1 when any job of the sweep failed.
+
+The sequential launcher keeps failed jobs from stopping the sweep; once every batch has run, this
+lists them (job number, overrides, error, job dir) on stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hydra.experimental.callback import Callback
+
+
+def format_failures(failures: list[dict]) -> str:
+    lines = [f"specdifftree: {len(failures)} sweep job(s) failed:"]
+    for f in failures:
+        overrides = " ".join(o for o in f.get("overrides", []) if not o.startswith("hydra."))
+        lines.append(f"  #{f.get('job_num')} [{overrides}]: {f.get('error')}")
+        if f.get("job_dir"):
+            lines.append(f"      job dir: {f['job_dir']} (job.json has the traceback, if any)")
+    return "\n".join(lines)
+
+
+class SweepExitCode(Callback):
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from .sequential import FAILURES
+
+        FAILURES.clear()
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from .sequential import FAILURES
+
+        if FAILURES:
+            print(format_failures(FAILURES), file=sys.stderr, flush=True)
+            raise SystemExit(1)

@@ -1,0 +1,79 @@
+"""``job.json``: what the sweep launcher records about each job, and the resume test.
+
+Fields (all jobs): ``job_num`` (Hydra's job number, names the job dir), ``order`` (position in
+the execution order), ``overrides`` (the job's command-line overrides), ``status``
+(``done | failed | skipped``), ``model_cache_hit`` (true: the model came from the process cache;
+false: this job loaded it; null: no model was used, e.g. a classical method or a skipped job),
+``wall_time_s``, ``error`` (one line, null unless failed), ``traceback`` (unexpected errors only),
+``n_expected`` (samples the job selects, null if unknown), ``n_results`` (rows in results.jsonl),
+``started_at`` / ``finished_at`` (ISO times), ``launcher``. A skipped job keeps the record of the
+run that completed it under ``previous``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+JOB_FILE = "job.json"
+STATUSES = ("done", "failed", "skipped")
+
+
+# overrides that do not change a job's results: ignored when matching a job to its dir
+_NEUTRAL = ("output.", "hydra.", "logger.", "logger=")
+
+
+def job_identity(overrides) -> tuple[str, ...]:
+    """What identifies a job's results: its overrides in any order, display/logging ones aside."""
+    return tuple(sorted(str(o) for o in overrides if not str(o).lstrip("+~").startswith(_NEUTRAL)))
+
+
+def read_job_info(job_dir: str | Path) -> dict | None:
+    path = Path(job_dir) / JOB_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_job_info(job_dir: str | Path, info: dict) -> Path:
+    """Write ``job.json`` atomically (a crash never leaves a half-written file)."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    tmp = job_dir / (JOB_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+    os.replace(tmp, job_dir / JOB_FILE)
+    return job_dir / JOB_FILE
+
+
+def result_keys(job_dir: str | Path) -> set[tuple]:
+    """``(method, dataset, seed, series_id)`` of the rows already in ``results.jsonl``."""
+    from ..results import read_results
+
+    try:
+        rows = read_results(job_dir)
+    except OSError:
+        return set()
+    return {(r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id")) for r in rows}
+
+
+def expected_keys(cfg) -> set[tuple] | None:
+    """The result keys a job with config ``cfg`` (no ``hydra`` node) will write, or None.
+
+    Uses the runner's own sample selection (and the process-wide dataset cache); None when it
+    cannot be determined without running the job (e.g. the config or data is bad: the job itself
+    then reports the error).
+    """
+    try:
+        from ..runner import load_samples
+
+        name = cfg.method.get("name")
+        if not name:
+            return None
+        return {(str(name), str(cfg.dataset.name), int(cfg.seed), s.id) for s in load_samples(cfg)}
+    except Exception:  # noqa: BLE001 - the job will raise the real error when it runs
+        return None

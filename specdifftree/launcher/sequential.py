@@ -1,0 +1,341 @@
+"""The sequential sweep launcher: every job of a multirun in this process, one after another.
+
+* Models and datasets are loaded once per process (:mod:`specdifftree.modelcache`) and shared by
+  the jobs that need them; jobs are reordered so that jobs sharing a model (then a dataset) run
+  together, and a model is released — MLX's buffer cache cleared — once no remaining job needs it.
+  Job numbers (and so job dirs) keep Hydra's order, so a re-run maps each job to the same dir.
+* A failing job (an exception, or ``sys.exit`` from the CLI's error path) does not stop the sweep.
+  The failures are listed at the end with their overrides and errors, and the exit code is 1
+  (:class:`specdifftree.launcher.callback.SweepExitCode`).
+* Resume: a job whose ``results.jsonl`` already holds every sample it selects is skipped; a job cut
+  off mid-way runs again and the runner continues after its last written sample.
+* Each job dir gets ``job.json`` (:mod:`.jobinfo`); the sweep dir gets ``sweep.json`` (all jobs).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from .jobinfo import expected_keys, job_identity, read_job_info, result_keys, write_job_info
+
+log = logging.getLogger(__name__)
+
+CALLBACK_TARGET = "specdifftree.launcher.callback.SweepExitCode"
+SWEEP_FILE = "sweep.json"
+
+# Failed jobs of the current multirun in this process (read by the exit-code callback).
+FAILURES: list[dict] = []
+
+
+class JobFailure:
+    """The return value handed to Hydra for a failed job when the exit-code callback reports it."""
+
+    def __init__(self, info: dict):
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"JobFailure(#{self.info.get('job_num')}: {self.info.get('error')})"
+
+
+@dataclass
+class PlannedJob:
+    num: int
+    overrides: list[str]
+    config: DictConfig | None = None      # full sweep config (with the hydra node)
+    task_cfg: DictConfig | None = None    # what the task function receives
+    job_dir: Path | None = None
+    model_key: str | None = None          # None: the job's method needs no model
+    dataset_key: str | None = None
+    error: BaseException | None = None    # the config could not be composed
+    extra: dict = field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def error_line(exc: BaseException) -> str:
+    from ..errors import SpecDiffTreeError
+
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, SpecDiffTreeError):
+        return msg or type(exc).__name__
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _needs_model(method_cfg) -> bool:
+    from hydra.utils import get_class
+
+    try:
+        return bool(getattr(get_class(str(method_cfg.get("_target_"))), "needs_model", True))
+    except Exception:  # noqa: BLE001 - the job reports a bad target itself
+        return False
+
+
+def _task_config(config: DictConfig) -> DictConfig:
+    task_cfg = copy.deepcopy(config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        task_cfg.pop("hydra", None)
+    return task_cfg
+
+
+def order_jobs(jobs: Sequence[PlannedJob]) -> list[PlannedJob]:
+    """Jobs grouped by model (first appearance order), then by dataset; stable otherwise."""
+    model_rank: dict = {}
+    data_rank: dict = {}
+    for j in jobs:
+        model_rank.setdefault(j.model_key, len(model_rank))
+        data_rank.setdefault(j.dataset_key, len(data_rank))
+    return sorted(jobs, key=lambda j: (model_rank[j.model_key], data_rank[j.dataset_key], j.num))
+
+
+def assign_dirs(jobs: Sequence[PlannedJob], sweep_dir: Path) -> None:
+    """Keep each job in the dir that already holds its results, so a grown or reordered sweep
+    (e.g. one more seed or method) resumes: a job whose overrides match a ``job.json`` of the
+    sweep dir goes to that dir; a job whose own dir holds another job gets a fresh one."""
+    recorded: dict[tuple, Path] = {}
+    for info_path in sorted(sweep_dir.glob("*/" + "job.json")):
+        info = read_job_info(info_path.parent)
+        if info and info.get("overrides") is not None:
+            recorded.setdefault(job_identity(info["overrides"]), info_path.parent)
+    if not recorded:
+        return
+    taken = {p.name for p in sweep_dir.iterdir() if p.is_dir()}
+    claimed: set[str] = set()
+    wanted = [j for j in jobs if j.job_dir is not None and j.config is not None]
+    for j in wanted:  # first the jobs that have a dir already
+        d = recorded.get(job_identity(j.overrides))
+        if d is not None:
+            j.extra["dir"] = d.name
+            claimed.add(d.name)
+    fresh = (str(n) for n in range(len(taken) + len(jobs) + 1) if str(n) not in taken)
+    for j in wanted:
+        if "dir" in j.extra:
+            name = j.extra["dir"]
+        elif j.job_dir.parent == sweep_dir and (j.job_dir.name in claimed
+                                                or (j.job_dir / "job.json").exists()):
+            name = next(n for n in fresh if n not in claimed)  # its default dir holds another job
+        else:
+            claimed.add(j.job_dir.name)
+            continue
+        claimed.add(name)
+        if name != j.job_dir.name:
+            with open_dict(j.config):
+                j.config.hydra.sweep.subdir = name
+            j.job_dir = sweep_dir / name
+
+
+class SequentialSweep:
+    """What :class:`hydra_plugins.specdifftree_launcher.sequential_launcher.SequentialLauncher`
+    does; kept here so it is importable and documented with the rest of the package."""
+
+    def __init__(self, *, hydra_context, task_function, config: DictConfig,
+                 skip_complete: bool = True, release_models: bool = True,
+                 progress: bool | None = None):
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+        self.skip_complete = bool(skip_complete)
+        self.release_models = bool(release_models)
+        if progress is None:
+            progress = bool(OmegaConf.select(config, "output.progress", default=True))
+        self.progress = bool(progress)
+        callbacks = OmegaConf.select(config, "hydra.callbacks", default=None) or {}
+        # Without our exit-code callback, failed jobs go back to Hydra as failures (it then stops
+        # after the batch and exits 1); with it, they do after every batch has run.
+        self.exit_code_by_callback = any(
+            str((c or {}).get("_target_", "")) == CALLBACK_TARGET for c in callbacks.values())
+        self.records: dict[int, dict] = {}
+        FAILURES.clear()
+
+    # ------------------------------------------------------------------------------- planning
+
+    def plan(self, num: int, overrides: Sequence[str]) -> PlannedJob:
+        from .. import modelcache
+
+        job = PlannedJob(num=num, overrides=list(overrides))
+        try:
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = num
+                sweep_config.hydra.job.num = num
+            job.config = sweep_config
+            job.job_dir = (Path(str(OmegaConf.select(sweep_config, "hydra.sweep.dir")))
+                           / str(OmegaConf.select(sweep_config, "hydra.sweep.subdir")))
+            job.task_cfg = _task_config(sweep_config)
+        except Exception as exc:  # noqa: BLE001 - reported as this job's failure
+            job.error = exc
+            return job
+        try:
+            if _needs_model(job.task_cfg.method):
+                job.model_key = modelcache.model_key(job.task_cfg.model)
+        except Exception:  # noqa: BLE001 - e.g. a missing model.path; the job reports it
+            job.model_key = None
+        try:
+            job.dataset_key = modelcache.dataset_key(job.task_cfg.dataset)
+        except Exception:  # noqa: BLE001
+            job.dataset_key = None
+        return job
+
+    # -------------------------------------------------------------------------------- running
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+        from hydra.core.utils import configure_log, filter_overrides, setup_globals
+        from tqdm import tqdm
+
+        from .. import modelcache
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        jobs = [self.plan(initial_job_idx + i, ov) for i, ov in enumerate(job_overrides)]
+        assign_dirs(jobs, sweep_dir)
+        order = order_jobs(jobs)
+        log.info(f"Launching {len(jobs)} jobs sequentially in this process (sweep dir {sweep_dir})")
+        returns: dict[int, Any] = {}
+        counts = {"done": 0, "failed": 0, "skipped": 0}
+        bar = tqdm(total=len(order), desc="sweep", unit="job", disable=not self.progress,
+                   dynamic_ncols=True)
+        try:
+            for pos, job in enumerate(order):
+                log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}")
+                info, ret = self.run_one(job, pos)
+                returns[job.num] = ret
+                counts[info["status"]] += 1
+                self.records[job.num] = info
+                self._write_sweep_file(sweep_dir)
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                log.info(f"\t#{job.num} {info['status']} in {info['wall_time_s']:.2f}s"
+                         + (f": {info['error']}" if info.get("error") else ""))
+                if self.release_models:
+                    rest = order[pos + 1:]
+                    modelcache.release_unused({j.model_key for j in rest if j.model_key},
+                                              {j.dataset_key for j in rest if j.dataset_key})
+                bar.set_postfix(counts, refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+        log.info("Sweep batch finished: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        return [returns[j.num] for j in jobs]
+
+    def _write_sweep_file(self, sweep_dir: Path) -> None:
+        import json
+        import os
+
+        data = {"sweep_dir": str(sweep_dir), "updated_at": _now(),
+                "jobs": [self.records[k] for k in sorted(self.records)]}
+        tmp = sweep_dir / (SWEEP_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, sweep_dir / SWEEP_FILE)
+
+    def _job_return(self, job: PlannedJob, info: dict, ret=None):
+        from hydra.core.utils import JobReturn, JobStatus
+
+        if ret is None:
+            ret = JobReturn()
+            ret.overrides = list(job.overrides)
+            ret.cfg = job.task_cfg
+            ret.hydra_cfg = job.config
+            ret.working_dir = str(job.job_dir) if job.job_dir else None
+            ret.task_name = OmegaConf.select(job.config, "hydra.job.name") if job.config else None
+        if info["status"] == "failed":
+            if self.exit_code_by_callback:
+                ret.status = JobStatus.COMPLETED
+                ret.return_value = JobFailure(info)
+            else:
+                ret.status = JobStatus.FAILED
+                ret.return_value = info.get("_exception") or RuntimeError(info.get("error"))
+        else:
+            ret.status = JobStatus.COMPLETED
+            if info["status"] == "skipped":
+                ret.return_value = None
+        return ret
+
+    def run_one(self, job: PlannedJob, position: int):
+        from hydra.core.utils import JobStatus, run_job
+
+        from .. import modelcache
+
+        info: dict = {"job_num": job.num, "order": position, "overrides": list(job.overrides),
+                      "status": None, "model_cache_hit": None, "wall_time_s": 0.0, "error": None,
+                      "traceback": None, "n_expected": None, "n_results": None,
+                      "job_dir": str(job.job_dir) if job.job_dir else None,
+                      "started_at": _now(), "finished_at": None, "launcher": "sequential"}
+        t0 = time.perf_counter()
+
+        def finish(status: str, exc: BaseException | None = None, ret=None):
+            info["status"] = status
+            info["wall_time_s"] = round(time.perf_counter() - t0, 4)
+            info["finished_at"] = _now()
+            if exc is not None:
+                info["error"] = error_line(exc)
+                from ..errors import SpecDiffTreeError
+
+                if not isinstance(exc, SpecDiffTreeError):
+                    info["traceback"] = "".join(traceback.format_exception(
+                        type(exc), exc, exc.__traceback__))
+            if job.job_dir is not None:
+                info["n_results"] = len(result_keys(job.job_dir))
+                try:
+                    write_job_info(job.job_dir, info)
+                except OSError as werr:  # the job dir itself is unusable
+                    log.error(f"cannot write job.json in {job.job_dir}: {werr}")
+            if status == "failed":
+                FAILURES.append(dict(info))
+            return info, self._job_return(job, dict(info, _exception=exc), ret)
+
+        if job.error is not None:
+            return finish("failed", job.error)
+        prev = read_job_info(job.job_dir)
+        if prev is not None and prev.get("overrides") is not None \
+                and job_identity(prev["overrides"]) != job_identity(job.overrides):
+            from ..errors import ConfigError
+
+            return finish("failed", ConfigError(
+                f"job dir {job.job_dir} holds results of another job (overrides "
+                f"{' '.join(prev['overrides'])}); run this sweep with a new hydra.sweep.dir"))
+        expected = expected_keys(job.task_cfg)
+        info["n_expected"] = len(expected) if expected is not None else None
+        if self.skip_complete and expected:
+            done = result_keys(job.job_dir)
+            if expected <= done:
+                if prev is not None:
+                    info["previous"] = {k: v for k, v in prev.items() if k != "previous"}
+                log.info(f"\t#{job.num} already complete ({len(expected)} samples): skipped")
+                return finish("skipped")
+
+        stats = dict(modelcache.STATS)
+        exc: BaseException | None = None
+        ret = None
+        try:
+            ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                          config=job.config, job_dir_key="hydra.sweep.dir",
+                          job_subdir_key="hydra.sweep.subdir")
+            if ret.status == JobStatus.FAILED:
+                exc = ret._return_value
+        except KeyboardInterrupt as kbd:
+            finish("failed", kbd)
+            raise
+        except SystemExit as sysexit:  # the CLI's error path calls sys.exit
+            if sysexit.code not in (None, 0):
+                ctx = sysexit.__context__
+                exc = ctx if isinstance(ctx, Exception) else RuntimeError(
+                    f"job exited with code {sysexit.code}")
+        except Exception as err:  # noqa: BLE001 - raised outside the task (e.g. run dir)
+            exc = err
+        if modelcache.STATS["model_loads"] > stats["model_loads"]:
+            info["model_cache_hit"] = False
+        elif modelcache.STATS["model_hits"] > stats["model_hits"]:
+            info["model_cache_hit"] = True
+        return finish("failed" if exc is not None else "done", exc, ret)

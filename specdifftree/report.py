@@ -1,0 +1,422 @@
+"""Report over a run or multirun dir, from the results contract only.
+
+    python -m specdifftree.report outputs/multirun/2025-01-01/12-00-00
+
+reads every ``results.jsonl``, ``summary.csv`` and ``job.json`` below the dir and writes, into it:
+
+* ``report.md`` — jobs (done / failed / skipped) and, per method × dataset (× variant), the
+  mean ± sd over seeds of every metric of ``summary.csv`` (accuracy, reward, tokens, calls, time);
+* ``report.csv`` — the same numbers, one row per method × dataset × variant, columns
+  ``<metric>_mean`` and ``<metric>_sd``;
+* ``figures/reward_vs_tokens.png``, ``figures/accuracy.png`` (sMAPE, MASE, OWA per method) and
+  ``figures/forecasts.png`` (forecasts vs truth for a few series).
+
+A *variant* is what distinguishes jobs beyond method, dataset and seed: the overrides (from
+``job.json``) that differ between the jobs of the dir, e.g. ``budget.tokens=2000`` in a budget
+sweep. Seeds are averaged within a variant; sd is the sample standard deviation over seeds
+(ddof = 1; blank with a single seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .results import RESULTS_FILE, SUMMARY_FILE, read_results, summarize
+
+JOB_FILE = "job.json"
+KEYS = ["method", "dataset", "variant"]
+_SKIP_PARTS = {"wandb", ".submitit", ".hydra", "figures"}
+_GRID_KEYS = {"method", "dataset", "seed"}
+# how each metric is labelled and formatted
+METRICS = {
+    "smape": ("sMAPE (%)", "{:.2f}"), "mase": ("MASE", "{:.3f}"), "owa": ("OWA", "{:.3f}"),
+    "valid_rate": ("valid", "{:.0%}"), "reward": ("reward", "{:.4g}"),
+    "perplexity": ("perplexity", "{:.3g}"), "mean_logprob": ("mean log-prob", "{:.3f}"),
+    "tokens_processed": ("tokens/sample", "{:.0f}"), "model_calls": ("model calls/sample", "{:.0f}"),
+    "time_s": ("s/sample", "{:.3f}"), "n": ("samples", "{:.0f}"), "errors": ("errors", "{:.0f}"),
+}
+ACCURACY = ["smape", "mase", "owa", "valid_rate", "reward", "perplexity", "mean_logprob"]
+COST = ["tokens_processed", "model_calls", "time_s", "n", "errors"]
+
+
+@dataclass
+class Collected:
+    """What was read below a dir: per-seed summaries, per-sample rows, job records."""
+
+    root: Path
+    summary: pd.DataFrame   # one row per run dir × (method, dataset, seed), plus run_dir, variant
+    rows: pd.DataFrame      # results.jsonl rows, plus run_dir, variant
+    jobs: pd.DataFrame      # job.json records, plus job_dir
+
+
+# ------------------------------------------------------------------------------------ reading
+
+def _walk(root: Path, name: str) -> list[Path]:
+    return sorted(p for p in root.rglob(name)
+                  if p.is_file() and not (_SKIP_PARTS & set(p.relative_to(root).parts[:-1])))
+
+
+def _read_job(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _override_key(o: str) -> str:
+    return o.split("=", 1)[0].lstrip("+~")
+
+
+def variants(overrides_by_dir: dict[Path, list[str]]) -> dict[Path, str]:
+    """Per run dir: the overrides that differ between dirs (method/dataset/seed and hydra.* aside)."""
+    clean = {d: sorted(o for o in ovs if _override_key(o) not in _GRID_KEYS
+                       and not _override_key(o).startswith("hydra."))
+             for d, ovs in overrides_by_dir.items()}
+    if not clean:
+        return {}
+    common = set.intersection(*(set(v) for v in clean.values()))
+    return {d: " ".join(o for o in v if o not in common) for d, v in clean.items()}
+
+
+def collect(root: str | Path) -> Collected:
+    from .errors import DataError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"report: {root} is not a folder; give a run or multirun dir "
+                        "(one holding results.jsonl or job subfolders)")
+    run_dirs = sorted({p.parent for n in (RESULTS_FILE, SUMMARY_FILE) for p in _walk(root, n)})
+    job_files = _walk(root, JOB_FILE)
+    jobs = []
+    for p in job_files:
+        j = _read_job(p)
+        if j is not None:
+            j = dict(j)
+            j["job_dir"] = str(p.parent)
+            jobs.append(j)
+    if not run_dirs and not jobs:
+        raise DataError(f"report: no {RESULTS_FILE}, {SUMMARY_FILE} or {JOB_FILE} under {root}")
+    overrides = {d: list((_read_job(d / JOB_FILE) or {}).get("overrides") or []) for d in run_dirs}
+    var = variants(overrides)
+    summaries, rows = [], []
+    for d in run_dirs:
+        rs = read_results(d)
+        s = None
+        if (d / SUMMARY_FILE).is_file():
+            try:
+                s = pd.read_csv(d / SUMMARY_FILE)
+            except (pd.errors.EmptyDataError, pd.errors.ParserError):
+                s = None
+        if s is None or (s.empty and rs):
+            s = summarize(rs)
+        s = s.copy()
+        s["run_dir"], s["variant"] = str(d), var.get(d, "")
+        summaries.append(s)
+        for r in rs:
+            r = dict(r)
+            r["run_dir"], r["variant"] = str(d), var.get(d, "")
+            rows.append(r)
+    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    if not summary.empty:
+        summary = summary[summary["method"].notna()].reset_index(drop=True)
+    return Collected(root, summary, pd.DataFrame(rows), pd.DataFrame(jobs))
+
+
+# ---------------------------------------------------------------------------------- aggregate
+
+def metric_columns(summary: pd.DataFrame) -> list[str]:
+    skip = {"seed"}
+    cols = [c for c in summary.columns
+            if c not in skip and c not in KEYS and c != "run_dir"
+            and pd.api.types.is_numeric_dtype(summary[c])]
+    order = {m: i for i, m in enumerate(ACCURACY + COST)}
+    return sorted(cols, key=lambda c: (order.get(c, len(order)), c))
+
+
+def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds per method × dataset × variant, for every numeric metric."""
+    if summary.empty:
+        return pd.DataFrame(columns=KEYS + ["n_seeds", "n_runs"])
+    metrics = metric_columns(summary)
+    out = []
+    for key, g in summary.groupby(KEYS, sort=True, dropna=False):
+        row = dict(zip(KEYS, key))
+        row["n_seeds"] = int(g["seed"].nunique()) if "seed" in g else len(g)
+        row["n_runs"] = len(g)
+        for m in metrics:
+            v = pd.to_numeric(g[m], errors="coerce").to_numpy(dtype=np.float64)
+            v = v[np.isfinite(v)]
+            row[f"{m}_mean"] = float(v.mean()) if v.size else float("nan")
+            row[f"{m}_sd"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _fmt(metric: str, mean: float, sd: float) -> str:
+    fmt = METRICS.get(metric, (metric, "{:.4g}"))[1]
+    if mean is None or not math.isfinite(mean):
+        return "–"
+    text = fmt.format(mean)
+    if sd is not None and math.isfinite(sd):
+        text += " ± " + fmt.format(sd)
+    return text
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines)
+
+
+def _label(r) -> str:
+    return f"{r['method']} [{r['variant']}]" if r.get("variant") else str(r["method"])
+
+
+def markdown(col: Collected, agg: pd.DataFrame, figures: list[Path], out_dir: Path | None = None) -> str:
+    parts = [f"# Report: {col.root}", ""]
+    if not col.jobs.empty and "status" in col.jobs:
+        counts = col.jobs["status"].value_counts().to_dict()
+        parts += ["## Jobs", "", ", ".join(f"{counts.get(s, 0)} {s}" for s in
+                                           ("done", "skipped", "failed")), ""]
+        failed = col.jobs[col.jobs["status"] == "failed"]
+        if not failed.empty:
+            parts += ["Failed jobs:", ""]
+            parts += [_md_table(["job", "overrides", "error"],
+                                [[str(r.get("job_num", "")),
+                                  " ".join(o for o in (r.get("overrides") or [])
+                                           if not str(o).startswith("hydra.")),
+                                  str(r.get("error"))] for _, r in failed.iterrows()]), ""]
+        if "wall_time_s" in col.jobs:
+            parts += [f"Total job wall time: {pd.to_numeric(col.jobs['wall_time_s']).sum():.1f} s", ""]
+    if agg.empty:
+        parts += ["No scored samples.", ""]
+        return "\n".join(parts)
+    parts += ["## Results (mean ± sd over seeds)", "",
+              "sMAPE in percent; MASE and OWA unitless (OWA 1 = Naive2); reward is the run's "
+              "reward; tokens/sample counts all model work (prompt prefill + generated); "
+              "time in seconds per sample.", ""]
+    metrics = metric_columns(col.summary)
+    groups = [("Accuracy", [m for m in metrics if m in ACCURACY]),
+              ("Cost", [m for m in metrics if m in COST]),
+              ("Other metrics", [m for m in metrics if m not in ACCURACY and m not in COST])]
+    has_variant = bool((agg["variant"].astype(str) != "").any())
+    for title, ms in groups:
+        if not ms:
+            continue
+        header = ["method", "dataset"] + (["variant"] if has_variant else []) + ["seeds"]
+        header += [METRICS.get(m, (m,))[0] for m in ms]
+        rows = []
+        for _, r in agg.iterrows():
+            cells = [str(r["method"]), str(r["dataset"])] + ([str(r["variant"])] if has_variant else [])
+            cells.append(str(r["n_seeds"]))
+            cells += [_fmt(m, r[f"{m}_mean"], r[f"{m}_sd"]) for m in ms]
+            rows.append(cells)
+        parts += [f"### {title}", "", _md_table(header, rows), ""]
+    if figures:
+        parts += ["## Figures", ""]
+        base = out_dir or col.root
+        parts += [f"![{p.stem}]({p.relative_to(base).as_posix()})" for p in figures] + [""]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------ figures
+
+def _colors(methods) -> dict:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(sorted(set(methods)))}
+
+
+def _datasets_axes(n: int, width: float = 5.5, height: float = 4.2, max_cols: int = 3):
+    from matplotlib.figure import Figure
+
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def fig_reward_vs_tokens(summary: pd.DataFrame, agg: pd.DataFrame):
+    """Mean reward vs tokens processed per sample, one panel per dataset; None without data."""
+    need = {"reward", "tokens_processed"}
+    if summary.empty or not need <= set(summary.columns):
+        return None
+    datasets = sorted(agg["dataset"].astype(str).unique())
+    colors = _colors(agg["method"])
+    fig, axes = _datasets_axes(len(datasets))
+    for ax, ds in zip(axes, datasets):
+        a = agg[agg["dataset"].astype(str) == ds]
+        s = summary[summary["dataset"].astype(str) == ds]
+        ax.scatter(s["tokens_processed"], s["reward"], s=12, alpha=0.35,
+                   c=[colors[m] for m in s["method"]], linewidths=0)
+        for i, (method, g) in enumerate(a.groupby("method")):
+            g = g.sort_values("tokens_processed_mean")
+            marker = "osD^vP*X"[i % 8]
+            ax.errorbar(g["tokens_processed_mean"], g["reward_mean"],
+                        xerr=g["tokens_processed_sd"].fillna(0), yerr=g["reward_sd"].fillna(0),
+                        fmt=marker + ("-" if len(g) > 1 else ""), color=colors[method],
+                        label=method, capsize=3, markersize=7, alpha=0.85)
+        xs = pd.to_numeric(s["tokens_processed"], errors="coerce")
+        pos = xs[xs > 0]
+        if len(pos) and pos.max() / max(pos.min(), 1) > 50:
+            ax.set_xscale("symlog", linthresh=max(1.0, float(pos.min())))
+        ax.set_title(ds)
+        ax.set_xlabel("tokens processed per sample (prompt + generated)")
+        ax.set_ylabel("mean reward per sample")
+        ax.grid(alpha=0.3)
+        ax.legend(title="method (mean ± sd over seeds)", fontsize=8, title_fontsize=8)
+    fig.suptitle("Reward vs compute (small dots: one seed)")
+    fig.tight_layout()
+    return fig
+
+
+def fig_accuracy(agg: pd.DataFrame):
+    """sMAPE, MASE and OWA per method (rows: datasets); None without data."""
+    from matplotlib.figure import Figure
+
+    metrics = [(m, lbl) for m, lbl in (("smape", "sMAPE (%)"), ("mase", "MASE"),
+                                        ("owa", "OWA (Naive2 = 1)"))
+               if f"{m}_mean" in agg.columns and agg[f"{m}_mean"].notna().any()]
+    if agg.empty or not metrics:
+        return None
+    datasets = sorted(agg["dataset"].astype(str).unique())
+    colors = _colors(agg["method"])
+    n_entries = int(agg.groupby("dataset").size().max())
+    fig = Figure(figsize=(len(metrics) * max(3.6, 0.55 * n_entries + 1.6), 3.9 * len(datasets)))
+    axes = fig.subplots(len(datasets), len(metrics), squeeze=False)
+    for row, ds in enumerate(datasets):
+        a = agg[agg["dataset"].astype(str) == ds]
+        labels = [_label(r) for _, r in a.iterrows()]
+        x = np.arange(len(labels))
+        for ax, (m, lbl) in zip(axes[row], metrics):
+            ax.bar(x, a[f"{m}_mean"], yerr=a[f"{m}_sd"].fillna(0), capsize=3,
+                   color=[colors[mm] for mm in a["method"]])
+            if m == "owa":
+                ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="Naive2")
+                ax.legend(fontsize=8, loc="lower right")
+            ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+            ax.set_ylabel(f"{lbl}, lower is better")
+            ax.set_title(f"{lbl} — {ds}", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Forecast accuracy per method (bars: mean over seeds, whiskers: sd)")
+    fig.tight_layout()
+    return fig
+
+
+def fig_forecasts(rows: pd.DataFrame, max_series: int = 4):
+    """Forecasts of every method vs truth (and the end of the history) for a few series."""
+    if rows.empty or "forecast" not in rows or "series_id" not in rows:
+        return None
+    rows = rows[rows["forecast"].map(lambda v: isinstance(v, list) and len(v) > 0)]
+    if rows.empty:
+        return None
+    first_seed = rows.groupby(["method", "variant"])["seed"].transform("min")
+    rows = rows[rows["seed"] == first_seed]
+    keyed = rows.assign(_key=rows["dataset"].astype(str) + " / " + rows["series_id"].astype(str))
+    coverage = keyed.groupby("_key")["method"].nunique().sort_values(ascending=False, kind="stable")
+    picked = list(coverage.index[:max_series])
+    colors = _colors(rows["method"])
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
+    variants_of = {m: sorted(g["variant"].astype(str).unique()) for m, g in rows.groupby("method")}
+    fig, axes = _datasets_axes(len(picked), width=6.0, height=3.8, max_cols=2)
+    for ax, key in zip(axes, picked):
+        g = keyed[keyed["_key"] == key]
+        ref = g.iloc[0]
+        h = len(ref["forecast"])
+        hist = ref.get("history_tail")
+        if isinstance(hist, list) and hist:
+            ax.plot(np.arange(-len(hist) + 1, 1), hist, color="0.55", label="history")
+        truth = ref.get("truth")
+        if isinstance(truth, list) and truth:
+            ax.plot(np.arange(1, len(truth) + 1), truth, color="black", linewidth=2, label="truth")
+        seen = set()
+        for _, r in g.iterrows():
+            lab = _label(r)
+            if lab in seen:
+                continue
+            seen.add(lab)
+            fc = np.array([np.nan if v is None else v for v in r["forecast"]], dtype=np.float64)
+            style = styles[variants_of[r["method"]].index(r["variant"]) % len(styles)]
+            ax.plot(np.arange(1, len(fc) + 1), fc, linestyle=style, color=colors[r["method"]],
+                    label=lab)
+        ax.axvline(0.5, color="0.8", linewidth=1)
+        ax.set_title(f"{key} (h={h}, seed {int(ref['seed'])})" if "seed" in ref else key, fontsize=9)
+        ax.set_xlabel("time step (forecast origin = 0)")
+        ax.set_ylabel("value (series units)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Forecasts vs truth")
+    fig.tight_layout()
+    return fig
+
+
+def make_figures(col: Collected, agg: pd.DataFrame, out_dir: Path, max_series: int = 4) -> list[Path]:
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, make in (("reward_vs_tokens", lambda: fig_reward_vs_tokens(col.summary, agg)),
+                       ("accuracy", lambda: fig_accuracy(agg)),
+                       ("forecasts", lambda: fig_forecasts(col.rows, max_series=max_series))):
+        fig = make()
+        if fig is None:
+            continue
+        path = fig_dir / f"{name}.png"
+        fig.savefig(path, dpi=120)
+        made.append(path)
+    return made
+
+
+# -------------------------------------------------------------------------------------- entry
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, figures: bool = True,
+                 max_series: int = 4) -> dict:
+    """Write report.md, report.csv and figures/*.png; returns their paths and the aggregate."""
+    col = collect(run_dir)
+    out = Path(out_dir) if out_dir is not None else col.root
+    out.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(col.summary)
+    figs = make_figures(col, agg, out, max_series=max_series) if figures and not agg.empty else []
+    agg.to_csv(out / "report.csv", index=False)
+    (out / "report.md").write_text(markdown(col, agg, figs, out))
+    return {"report_md": out / "report.md", "report_csv": out / "report.csv", "figures": figs,
+            "aggregate": agg, "collected": col}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m specdifftree.report",
+                                description="Report (markdown, CSV, figures) over a run or "
+                                            "multirun dir, from its results files.")
+    p.add_argument("dir", help="run dir (holding results.jsonl) or multirun dir (job subdirs)")
+    p.add_argument("--out", default=None, help="where to write (default: the dir itself)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--max-series", type=int, default=4, help="series in forecasts.png (default 4)")
+    args = p.parse_args(argv)
+    from .errors import SpecDiffTreeError
+
+    try:
+        res = build_report(args.dir, args.out, figures=not args.no_figures,
+                           max_series=args.max_series)
+    except SpecDiffTreeError as exc:
+        print(f"specdifftree: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"wrote {res['report_md']}, {res['report_csv']}"
+          + "".join(f", {f}" for f in res["figures"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
