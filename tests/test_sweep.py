@@ -19,9 +19,9 @@ def _lines(path: Path) -> list[str]:
 
 def test_sweep_shares_model_isolates_failure_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
-    # 2 configurations × 2 seeds, all on the tiny model (greedy needs it; 2 token limits)
-    args = ("--multirun", "model=tiny_random", "method=greedy", "max_new_tokens=4,6", "seed=0,1",
-            "num_samples=2", f"hydra.sweep.dir={sweep}")
+    # 2 methods × 2 seeds, all on the tiny model
+    args = ("--multirun", "model=tiny_random", "method=greedy,best_of_n", "max_new_tokens=4",
+            "seed=0,1", "num_samples=2", f"hydra.sweep.dir={sweep}")
     # force a failure in job 3: its results file is a folder
     (sweep / "3" / "results.jsonl").mkdir(parents=True)
     out = run_cli(*args)
@@ -33,7 +33,7 @@ def test_sweep_shares_model_isolates_failure_and_resumes(tmp_path):
     assert [jobs[i]["model_cache_hit"] for i in range(4)] == [False, True, True, True]
     assert out.stderr.count("loaded model tiny_random") + out.stdout.count("loaded model tiny_random") == 1
     assert "Is a directory" in jobs[3]["error"] and "Traceback" in jobs[3]["traceback"]
-    assert jobs[3]["overrides"] == ["model=tiny_random", "method=greedy", "max_new_tokens=6",
+    assert jobs[3]["overrides"] == ["model=tiny_random", "method=best_of_n", "max_new_tokens=4",
                                     "seed=1", "num_samples=2"]
     for i in range(3):
         assert len(_lines(sweep / str(i) / "results.jsonl")) == 2
@@ -41,7 +41,7 @@ def test_sweep_shares_model_isolates_failure_and_resumes(tmp_path):
         assert jobs[i]["n_expected"] == 2 and jobs[i]["n_results"] == 2
     # the failure is listed at the end with its overrides and error
     tail = out.stderr[out.stderr.rindex("sweep job(s) failed"):]
-    assert re.search(r"#3 \[.*max_new_tokens=6 seed=1.*\]: IsADirectoryError", tail), tail
+    assert re.search(r"#3 \[.*method=best_of_n.*seed=1.*\]: IsADirectoryError", tail), tail
     sweep_json = json.loads((sweep / "sweep.json").read_text())
     assert [j["status"] for j in sweep_json["jobs"]] == ["done", "done", "done", "failed"]
 
