@@ -78,7 +78,11 @@ class Recorder:
 
     def logprobs(self, prefixes):
         self.sequences += [tuple(p) for p in prefixes]
-        return self._s.logprobs(prefixes)
+        before = self._s.tokens_processed
+        out = self._s.logprobs(prefixes)
+        if self._s.tokens_processed > before:  # a decode step of the batch (e.g. beam search)
+            self.steps = getattr(self, "steps", []) + [len(prefixes)]
+        return out
 
     def rollout(self, prefixes, max_new_tokens, **kw):
         out = self._s.rollout(prefixes, max_new_tokens, **kw)
@@ -134,7 +138,8 @@ def run_method(lm, prompt, name: str, args) -> dict:
     method.search(session, oracle, budget, np.random.default_rng(args.seed))
     wall = time.perf_counter() - t0
     peak = mx.get_peak_memory() / 2**20
-    base = mlx_lm_baseline(lm, prompt, session.rollouts, getattr(session, "batches", [1]))
+    base = mlx_lm_baseline(lm, prompt, session.rollouts, getattr(session, "batches", [1]),
+                           getattr(session, "steps", []))
     uniq = session.unique_tokens()
     return {"method": name, "wall_s": wall, "model_calls": session.model_calls,
             "tokens_processed": session.tokens_processed, "unique_tokens": uniq,
@@ -144,8 +149,12 @@ def run_method(lm, prompt, name: str, args) -> dict:
             "model_time_s": session.stats.model_time_s}
 
 
-def mlx_lm_baseline(lm, prompt, rollouts, batches) -> float:
-    """Seconds mlx-lm takes to generate the same rollouts (same lengths, same batch sizes)."""
+def mlx_lm_baseline(lm, prompt, rollouts, batches, steps=()) -> float:
+    """Seconds mlx-lm takes to generate the same rollouts (same lengths, same batch sizes).
+
+    ``steps``: batch sizes of log-prob queries that computed something (beam search's decode
+    steps); they count as generating ``len(steps)`` tokens at batch ``max(steps)``.
+    """
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator, generate_step
     from mlx_lm.models.cache import KVCache, make_prompt_cache
@@ -166,10 +175,13 @@ def mlx_lm_baseline(lm, prompt, rollouts, batches) -> float:
         return out
 
     sampler = lambda lp: mx.random.categorical(lp)  # noqa: E731
-    i = 0
+    groups, i = [], 0
     for b in batches:
-        group = lengths[i:i + b]
+        groups.append(lengths[i:i + b])
         i += b
+    if steps:
+        groups.append([len(steps)] * max(steps))
+    for group in groups:
         if not group:
             continue
         if len(group) == 1:

@@ -157,36 +157,65 @@ class Session:
             copies.append(n)
         return copies
 
-    def _row_cache(self, prefix: tuple[int, ...]):
-        """KV cache for prompt + prefix and the log-probs after it, computing only what is missing.
+    def _reuse(self, prefix: tuple[int, ...]):
+        """Prompt cache extended by the longest stored KV segment sharing a prefix with ``prefix``.
 
-        The longest stored KV segment sharing a prefix with ``prefix`` is reused; only the tokens
-        beyond it are fed (and counted). With the store disabled everything beyond the prompt is fed.
+        Returns ``(cache, lp, d)``: the cache covers ``prefix[:d]``; ``lp`` is the cached
+        next-token log-prob vector after ``prefix`` when nothing needs computing (else None, and
+        ``prefix[d:]`` must be fed).
         """
         mx = self._mx
         cache = self._copy_prompt_cache()
         lp = self._lp.get(prefix)
         if not prefix:
-            return cache, lp
+            return cache, lp, 0
         entry, d = self._kv.lookup(prefix) if self._kv is not None else (None, 0)
         if entry is not None:
             for c, (k, v) in zip(cache, entry.kv):
                 c.keys = mx.concatenate([c.keys, k[..., :d, :]], axis=2)
                 c.values = mx.concatenate([c.values, v[..., :d, :]], axis=2)
                 c.offset += d
-        if d == len(prefix) and lp is not None:
-            self.stats.kv_reused_tokens += d
-            return cache, lp
-        if d == len(prefix):  # KV present but the log-probs were evicted: refeed the last token
+        if d == len(prefix) and lp is None:  # KV present but the log-probs were evicted
             for c in cache:
                 c.trim(1)
             d -= 1
         self.stats.kv_reused_tokens += d
-        logits = self._forward(mx.array([list(prefix[d:])]), cache)
-        lp = self._to_logprobs(logits)[0]
-        self._remember(prefix, lp)
-        self._store_row(cache, None, prefix)
-        return cache, lp
+        return cache, (lp if d == len(prefix) else None), d
+
+    def _row_caches(self, prefixes: list[tuple[int, ...]], need_caches: bool = True):
+        """Per-row KV caches (prompt + prefix) and next-token log-probs for a batch of prefixes.
+
+        Missing tokens are fed in as few forward passes as possible: rows with the same number of
+        missing tokens go through the model together (left-padded batch).
+        """
+        from mlx_lm.models.cache import KVCache
+
+        mx = self._mx
+        caches, lps, todo = [], [], {}
+        for i, p in enumerate(prefixes):
+            cache, lp, d = self._reuse(p)
+            caches.append(cache)
+            lps.append(lp)
+            if lp is None:
+                todo.setdefault(len(p) - d, []).append((i, d))
+        for _, rows in todo.items():
+            feed = mx.array([list(prefixes[i][d:]) for i, d in rows])
+            if len(rows) == 1:
+                (i, _), = rows
+                logits = self._forward(feed, caches[i])
+                self._store_row(caches[i], None, prefixes[i])
+            else:
+                batch = [KVCache.merge([caches[i][layer] for i, _ in rows])
+                         for layer in range(len(caches[rows[0][0]]))]
+                logits = self._forward(feed, batch)
+                for r, (i, _) in enumerate(rows):
+                    self._store_row(batch, r, prefixes[i])
+                    caches[i] = [c.extract(r) for c in batch] if need_caches else None
+            out = self._to_logprobs(logits)
+            for r, (i, _) in enumerate(rows):
+                lps[i] = out[r]
+                self._remember(prefixes[i], out[r])
+        return caches, lps
 
     def _store_row(self, cache, row: int | None, tokens: tuple[int, ...]) -> None:
         """Keep the KV of ``tokens`` (beyond the prompt) from a single or batched cache row."""
@@ -218,16 +247,17 @@ class Session:
     # ------------------------------------------------------------------ public API
     def logprobs(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
         """Next-token log-probs (temperature 1) after prompt + each prefix; shape (B, V)."""
-        out = []
-        for prefix in prefixes:
-            p = self._check_prefix(prefix)
-            lp = self._lp.get(p)
-            if lp is None:
-                _, lp = self._row_cache(p)
-            else:
+        ps = [self._check_prefix(p) for p in prefixes]
+        if not ps:
+            return np.zeros((0, self.vocab_size))
+        found = {p: self._lp[p] for p in ps if p in self._lp}
+        missing = list(dict.fromkeys(p for p in ps if p not in found))
+        if missing:
+            found.update(zip(missing, self._row_caches(missing, need_caches=False)[1]))
+        for p in found:
+            if p in self._lp:
                 self._lp.move_to_end(p)
-            out.append(lp)
-        return np.stack(out) if out else np.zeros((0, self.vocab_size))
+        return np.stack([found[p] for p in ps])
 
     def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
                 temperature: float = 1.0, rng: np.random.Generator | None = None,
@@ -244,11 +274,7 @@ class Session:
         B = len(prefixes)
         if B == 0 or max_new_tokens <= 0:
             return [Rollout(p, [], [], False) for p in prefixes]
-        caches, lps = [], []
-        for p in prefixes:
-            cache, lp = self._row_cache(p)
-            caches.append(cache)
-            lps.append(lp)
+        caches, lps = self._row_caches(prefixes)
         batched = B > 1
         if batched:
             batch_cache = [type(caches[0][layer]).merge([c[layer] for c in caches])
