@@ -32,5 +32,10 @@ run:
 bench:
 	$(WITH_BLAS) $(PY) experiments/bench_perf.py $(BENCH_ARGS)
 
+# Report over a run or multirun folder: make report DIR=outputs/multirun/<date>/<time>
+report:
+	@test -n "$(DIR)" || { echo "usage: make report DIR=<run or multirun dir>"; exit 2; }
+	$(PY) -m specdifftree.report $(DIR)
+
 clean:
 	rm -rf .pytest_cache .hypothesis build *.egg-info
