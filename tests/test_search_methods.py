@@ -243,3 +243,39 @@ def test_method_configs_instantiate(name):
     res = method.search(TableSession(lm(), 3), RewardOracle(hashed_reward()),
                         Budget(tokens=60, max_new_tokens=5), np.random.default_rng(0))
     assert res.tokens
+
+
+@pytest.mark.parametrize("name,cfg", [
+    ("mcts", {"expansion": "sample"}), ("dts", {"answer": "best"}),
+    ("maxent_ts", {"answer": "sample"}), ("dts", {"expansion_k": 2}),
+    ("dts_star", {"expansion_k": 0}), ("mcts", {"rollout_temperature": 0.0}),
+])
+def test_method_options(name, cfg):
+    table = lm()
+    res, s, _ = run(name, table=table, **cfg)
+    assert res.logprob == pytest.approx(exact_logprob(table, res.tokens), abs=1e-12)
+    if cfg.get("answer") == "best":
+        assert res.tokens == res.best_tokens
+    if cfg.get("answer") == "sample":
+        assert res.tokens == res.samples[0]
+    if name == "dts" and cfg.get("expansion_k") == 2:
+        out = build(name, **cfg).run(TableSession(table, 5), RewardOracle(hashed_reward()),
+                                     Budget(rollouts=40, max_new_tokens=6), np.random.default_rng(0))
+        t = out.tree
+        assert max(len(c) for c in t.children[: t.size]) <= 2
+
+
+def test_mcts_expansions_differ_between_topk_and_sample():
+    table = lm()
+    a = build("mcts", expansion_k=2).run(TableSession(table, 5), RewardOracle(hashed_reward()),
+                                         Budget(rollouts=30, max_new_tokens=6), np.random.default_rng(0))
+    lp0 = table(())
+    top2 = set(np.argsort(-lp0)[:2].tolist())
+    assert set(a.tree.children[0]) == top2  # top-k of p_θ at the root
+    seen = set()
+    for seed in range(10):
+        b = build("mcts", expansion_k=2, expansion="sample").run(
+            TableSession(table, 5), RewardOracle(hashed_reward()),
+            Budget(rollouts=3, max_new_tokens=6), np.random.default_rng(seed))
+        seen.add(frozenset(b.tree.children[0]))
+    assert len(seen) > 1  # sampled expansions vary with the seed
