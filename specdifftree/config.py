@@ -70,7 +70,7 @@ def validate(cfg: DictConfig) -> None:
     _int_or_none(cfg, "seed", 0, "")
     _int_or_none(cfg, "num_samples", 1, " or null (every series)")
     _int_or_none(cfg, "max_new_tokens", 1, " or null (derived from the horizon)")
-    _int_or_none(cfg, "budget.rollouts", 1, " or null (method.num_rollouts)")
+    _int_or_none(cfg, "budget.rollouts", 1, " or null")
     _int_or_none(cfg, "budget.tokens", 1, " or null (unlimited)")
     _int_or_none(cfg, "method.num_rollouts", 1, "")
     _int_or_none(cfg, "method.expansion_k", 1, "")

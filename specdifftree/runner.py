@@ -146,9 +146,9 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
             return exp.reward(forecasts, texts, valid, ctx)
 
         oracle = RewardOracle(reward_fn)
-        rollouts = cfg.budget.rollouts or cfg.method.get("num_rollouts")
-        budget = Budget(rollouts=int(rollouts) if rollouts else None,
-                        tokens=cfg.budget.tokens, max_new_tokens=max_new)
+        # method.num_rollouts applies only when neither budget is given (see Meter)
+        budget = Budget(rollouts=cfg.budget.rollouts, tokens=cfg.budget.tokens,
+                        max_new_tokens=max_new)
         rng = np.random.default_rng([int(cfg.seed), index])
         result = method.search(session, oracle, budget, rng)
         text = lm.decode(list(result.tokens))
