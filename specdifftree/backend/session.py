@@ -89,8 +89,11 @@ class Session:
         self._prompt_cache = make_prompt_cache(lm.model)
         from mlx_lm.models.cache import KVCache
 
-        reusable = kv_cache_mb > 0 and all(type(c) is KVCache for c in self._prompt_cache)
-        self._kv = PrefixKVStore(int(kv_cache_mb * 2**20)) if reusable else None
+        kinds = {type(c).__name__ for c in self._prompt_cache}
+        if kinds != {"KVCache"} or not all(type(c) is KVCache for c in self._prompt_cache):
+            raise BackendError(f"model {lm.name} uses cache type(s) {sorted(kinds)}; the Session "
+                               "supports models with a plain KVCache (Llama, Qwen, Mistral, Phi, ...)")
+        self._kv = PrefixKVStore(int(kv_cache_mb * 2**20)) if kv_cache_mb > 0 else None
         logits = self._forward(mx.array([list(self.prompt)]), self._prompt_cache)
         self._remember((), self._to_logprobs(logits)[0])
 
@@ -139,104 +142,119 @@ class Session:
                 continue
             self._lp.popitem(last=False)
 
-    def _copy_prompt_cache(self):
-        """A private copy of the prompt's KV cache (fresh arrays, so no aliasing)."""
-        from mlx_lm.models.cache import KVCache
+    def _plan(self, prefix: tuple[int, ...]):
+        """How to get prompt + ``prefix`` into a cache: ``(entry, d, lp)``.
 
-        copies = []
-        for c in self._prompt_cache:
-            if isinstance(c, KVCache):
-                n = KVCache()
-                n.keys = c.keys[..., : c.offset, :]
-                n.values = c.values[..., : c.offset, :]
-                n.offset = c.offset
-            else:  # other cache kinds: copy their state arrays
-                n = type(c).__new__(type(c))
-                n.__dict__.update(c.__dict__)
-                n.state = tuple(self._mx.array(s) if isinstance(s, self._mx.array) else s for s in c.state)
-            copies.append(n)
-        return copies
-
-    def _reuse(self, prefix: tuple[int, ...]):
-        """Prompt cache extended by the longest stored KV segment sharing a prefix with ``prefix``.
-
-        Returns ``(cache, lp, d)``: the cache covers ``prefix[:d]``; ``lp`` is the cached
-        next-token log-prob vector after ``prefix`` when nothing needs computing (else None, and
-        ``prefix[d:]`` must be fed).
+        The KV of ``prefix[:d]`` is in the stored ``entry`` (None when d = 0); ``lp`` is the cached
+        next-token log-prob vector after ``prefix`` when nothing needs computing, else None and
+        ``prefix[d:]`` must be fed.
         """
-        mx = self._mx
-        cache = self._copy_prompt_cache()
         lp = self._lp.get(prefix)
         if not prefix:
-            return cache, lp, 0
+            return None, 0, lp
         entry, d = self._kv.lookup(prefix) if self._kv is not None else (None, 0)
-        if entry is not None:
-            for c, (k, v) in zip(cache, entry.kv):
-                c.keys = mx.concatenate([c.keys, k[..., :d, :]], axis=2)
-                c.values = mx.concatenate([c.values, v[..., :d, :]], axis=2)
-                c.offset += d
         if d == len(prefix) and lp is None:  # KV present but the log-probs were evicted
-            for c in cache:
-                c.trim(1)
             d -= 1
         self.stats.kv_reused_tokens += d
-        return cache, (lp if d == len(prefix) else None), d
+        return entry, d, (lp if d == len(prefix) else None)
 
-    def _row_caches(self, prefixes: list[tuple[int, ...]], need_caches: bool = True):
-        """Per-row KV caches (prompt + prefix) and next-token log-probs for a batch of prefixes.
+    def _build(self, rows: list, room: int):
+        """A cache holding prompt + ``prefix[:d]`` for each ``(entry, d)`` row, plus ``room`` free
+        slots so the next ``room`` tokens are written in place.
 
-        Missing tokens are fed in as few forward passes as possible: rows with the same number of
-        missing tokens go through the model together (left-padded batch).
+        One row gives a list of ``KVCache``; several give ``BatchKVCache`` (left-padded when the
+        rows' d differ). Rows with equal d are assembled in a single copy per layer.
         """
-        from mlx_lm.models.cache import KVCache
+        from mlx_lm.models.cache import BatchKVCache, KVCache
 
         mx = self._mx
-        caches, lps, todo = [], [], {}
-        for i, p in enumerate(prefixes):
-            cache, lp, d = self._reuse(p)
-            caches.append(cache)
-            lps.append(lp)
-            if lp is None:
-                todo.setdefault(len(p) - d, []).append((i, d))
-        for _, rows in todo.items():
-            feed = mx.array([list(prefixes[i][d:]) for i, d in rows])
-            if len(rows) == 1:
-                (i, _), = rows
-                logits = self._forward(feed, caches[i])
-                self._store_row(caches[i], None, prefixes[i])
+        B, P = len(rows), len(self.prompt)
+        dmax = max(d for _, d in rows)
+        pads = [dmax - d for _, d in rows]
+        out = []
+        for layer, c in enumerate(self._prompt_cache):
+            ks, vs = [], []
+            for arr, which in ((c.keys, ks), (c.values, vs)):
+                idx = 0 if which is ks else 1
+                prompt = arr[..., :P, :]
+                H, D = prompt.shape[1], prompt.shape[3]
+                tail = [mx.zeros((B, H, room, D), prompt.dtype)] if room else []
+                if len(set(pads)) == 1:
+                    segs = [mx.concatenate([e.kv[layer][idx][..., :d, :] for e, d in rows], axis=0)] if dmax else []
+                    which.append(mx.concatenate([mx.broadcast_to(prompt, (B, H, P, D)), *segs, *tail], axis=2))
+                else:
+                    per_row = [mx.concatenate(([mx.zeros((1, H, pad, D), prompt.dtype)] if pad else [])
+                                              + [prompt] + ([e.kv[layer][idx][..., :d, :]] if d else []),
+                                              axis=2) for (e, d), pad in zip(rows, pads)]
+                    which.append(mx.concatenate([mx.concatenate(per_row, axis=0), *tail], axis=2))
+            if B == 1:
+                n = KVCache()
+                n.keys, n.values, n.offset = ks[0], vs[0], P + dmax
             else:
-                batch = [KVCache.merge([caches[i][layer] for i, _ in rows])
-                         for layer in range(len(caches[rows[0][0]]))]
-                logits = self._forward(feed, batch)
-                for r, (i, _) in enumerate(rows):
-                    self._store_row(batch, r, prefixes[i])
-                    caches[i] = [c.extract(r) for c in batch] if need_caches else None
-            out = self._to_logprobs(logits)
-            for r, (i, _) in enumerate(rows):
-                lps[i] = out[r]
-                self._remember(prefixes[i], out[r])
-        return caches, lps
+                n = BatchKVCache(pads)
+                n.keys, n.values = ks[0], vs[0]
+                n._idx = P + dmax
+                n.offset = n.offset + n._idx
+            out.append(n)
+        return out
 
-    def _store_row(self, cache, row: int | None, tokens: tuple[int, ...]) -> None:
-        """Keep the KV of ``tokens`` (beyond the prompt) from a single or batched cache row."""
-        if self._kv is None or not tokens:
+    def _prepare(self, prefixes: list[tuple[int, ...]], plans: list, room: int):
+        """Cache for prompt + each prefix (one row each) and the log-probs after each prefix.
+
+        Rows that share cached depth d and missing length m are fed in one forward pass; a mixed
+        batch is prepared row by row and merged.
+        """
+        from mlx_lm.models.cache import BatchKVCache
+
+        mx = self._mx
+        missing = [0 if lp is not None else len(p) - d for p, (_, d, lp) in zip(prefixes, plans)]
+        if len({d for _, d, _ in plans}) > 1 or len(set(missing)) > 1:
+            parts = [self._prepare([p], [pl], room) for p, pl in zip(prefixes, plans)]
+            merged = [BatchKVCache.merge([cache[layer] for cache, _ in parts])
+                      for layer in range(len(parts[0][0]))]
+            return merged, [lps[0] for _, lps in parts]
+        m = missing[0]
+        cache = self._build([(e, d) for e, d, _ in plans], room + m)
+        lps = [lp for _, _, lp in plans]
+        if m:
+            feed = mx.array([list(p[d:]) for p, (_, d, _) in zip(prefixes, plans)])
+            out = self._to_logprobs(self._forward(feed, cache))
+            for r, p in enumerate(prefixes):
+                lps[r] = out[r]
+                self._remember(p, out[r])
+            self._store_rows(cache, [(r if len(prefixes) > 1 else None, p) for r, p in enumerate(prefixes)])
+        return cache, lps
+
+    def _store_rows(self, cache, rows: list[tuple[int | None, tuple[int, ...]]]) -> None:
+        """Keep the KV of each ``tokens`` (beyond the prompt) of a single (row None) or batched
+        cache row in the prefix store; one evaluation for all rows."""
+        if self._kv is None:
             return
         mx = self._mx
-        P, n = len(self.prompt), len(tokens)
-        kv, nbytes = [], 0
-        for c in cache:
-            if row is None:
-                k = c.keys[..., P : P + n, :]
-                v = c.values[..., P : P + n, :]
-            else:
-                pad = int(c.left_padding[row].item())
-                k = c.keys[row : row + 1, :, pad + P : pad + P + n, :]
-                v = c.values[row : row + 1, :, pad + P : pad + P + n, :]
-            k, v = mx.contiguous(k), mx.contiguous(v)
-            kv.append((k, v))
-            nbytes += k.nbytes + v.nbytes
-        mx.eval([a for pair in kv for a in pair])
-        self._kv.insert(tokens, kv, nbytes)
+        P = len(self.prompt)
+        pads = None
+        todo = []
+        for row, tokens in rows:
+            if not tokens:
+                continue
+            n, kv, nbytes = len(tokens), [], 0
+            for c in cache:
+                if row is None:
+                    k, v = c.keys[..., P : P + n, :], c.values[..., P : P + n, :]
+                else:
+                    if pads is None:
+                        pads = [int(x) for x in np.array(cache[0].left_padding)]
+                    lo = pads[row] + P
+                    k, v = c.keys[row : row + 1, :, lo : lo + n, :], c.values[row : row + 1, :, lo : lo + n, :]
+                k, v = mx.contiguous(k), mx.contiguous(v)
+                kv.append((k, v))
+                nbytes += k.nbytes + v.nbytes
+            todo.append((tokens, kv, nbytes))
+        if not todo:
+            return
+        mx.eval([a for _, kv, _ in todo for pair in kv for a in pair])
+        for tokens, kv, nbytes in todo:
+            self._kv.insert(tokens, kv, nbytes)
 
     def _check_prefix(self, prefix) -> tuple[int, ...]:
         p = tuple(int(t) for t in prefix)
@@ -251,9 +269,13 @@ class Session:
         if not ps:
             return np.zeros((0, self.vocab_size))
         found = {p: self._lp[p] for p in ps if p in self._lp}
-        missing = list(dict.fromkeys(p for p in ps if p not in found))
-        if missing:
-            found.update(zip(missing, self._row_caches(missing, need_caches=False)[1]))
+        groups: dict[tuple[int, int], list] = {}
+        for p in dict.fromkeys(p for p in ps if p not in found):
+            plan = self._plan(p)
+            groups.setdefault((plan[1], len(p) - plan[1]), []).append((p, plan))
+        for rows in groups.values():  # one forward pass per (cached depth, missing length)
+            _, lps = self._prepare([p for p, _ in rows], [pl for _, pl in rows], room=0)
+            found.update(zip([p for p, _ in rows], lps))
         for p in found:
             if p in self._lp:
                 self._lp.move_to_end(p)
@@ -274,14 +296,9 @@ class Session:
         B = len(prefixes)
         if B == 0 or max_new_tokens <= 0:
             return [Rollout(p, [], [], False) for p in prefixes]
-        caches, lps = self._row_caches(prefixes)
+        batch_cache, lps = self._prepare(prefixes, [self._plan(p) for p in prefixes],
+                                         room=max_new_tokens)
         batched = B > 1
-        if batched:
-            batch_cache = [type(caches[0][layer]).merge([c[layer] for c in caches])
-                           for layer in range(len(caches[0]))]
-        else:
-            batch_cache = caches[0]
-        del caches
         lp = np.stack(lps)
         seqs: list[list[int]] = [[] for _ in range(B)]
         seq_lps: list[list[float]] = [[] for _ in range(B)]
@@ -299,9 +316,9 @@ class Session:
                 elif step + 1 < max_new_tokens:
                     keep_rows.append(r)
             done_rows = [r for r in range(len(active)) if r not in set(keep_rows)]
-            for r in done_rows:  # keep their KV (every token but the unfed last one)
-                i = active[r]
-                self._store_row(batch_cache, r if batched else None, prefixes[i] + tuple(seqs[i][:-1]))
+            # keep the KV of finished rows (every token but the unfed last one)
+            self._store_rows(batch_cache, [(r if batched else None, prefixes[active[r]] + tuple(seqs[active[r]][:-1]))
+                                           for r in done_rows])
             if not keep_rows:
                 break
             if done_rows and batched:
@@ -336,8 +353,8 @@ class Session:
         if not missing:
             return total, 0
         mx = self._mx
-        cache = self._copy_prompt_cache()
-        feed = toks[:-1]  # the distribution of toks[0] is the prompt's, always cached
+        feed = toks[:-1]
+        cache = self._build([(None, 0)], room=len(feed))  # the distribution of toks[0] is the prompt's, always cached
         t0 = time.perf_counter()
         out = self.lm.model(mx.array([feed]), cache=cache)[0].astype(mx.float32)
         lp_all = out - mx.logsumexp(out, axis=-1, keepdims=True)
