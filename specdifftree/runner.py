@@ -159,7 +159,7 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
                    prompt_tokens=session.prompt_tokens, generated_tokens=n_gen,
                    mean_logprob=mean_lp,
                    perplexity=float(np.exp(-mean_lp)) if mean_lp is not None else None,
-                   reward_evaluations=oracle.evaluated, reward_nonfinite=oracle.nonfinite,
+                   reward_evaluations=oracle.evaluated,
                    reward_time_s=oracle.time_s, model_time_s=session.stats.model_time_s)
         st = session.stats
         if st.plain_tokens:
