@@ -170,6 +170,7 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
         row.update(task.evaluate(text, s))
     row["reward_failures"] = getattr(exp.reward, "failures", 0) - failures0[0]
     row["reward_nonfinite_values"] = getattr(exp.reward, "nonfinite", 0) - failures0[1]
+    row["reward_error"] = getattr(exp.reward, "last_error", None) if row["reward_failures"] else None
     row["time_s"] = time.perf_counter() - t0
     return row
 
@@ -227,6 +228,8 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
             t0 = time.perf_counter()
             try:
                 row = run_sample(exp, s, index)
+            except SpecDiffTreeError:
+                raise  # a user error (config, data, model) is the same for every sample
             except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the run
                 log.warning("sample %s failed: %s: %s", s.id, type(exc).__name__, exc)
                 log.debug("traceback of sample %s:\n%s", s.id, traceback.format_exc())

@@ -68,3 +68,43 @@ def test_parse_failure_is_recorded(tmp_path, monkeypatch):
     assert rows[2]["error"] == "ValueError: garbled beyond repair"
     assert rows[2]["valid"] is False
     _assert_others_untouched(rows, ref, 2)
+
+
+def test_reward_failure_is_counted_on_its_sample_only(tmp_path, monkeypatch):
+    """A reward that raises is absorbed (failure_reward, counted, reason recorded); the run and
+    the other samples go on untouched."""
+    exp, ref = _reference(tmp_path)
+    bad_id = ref[0]["series_id"]
+    inner = exp.reward.fn
+
+    def flaky(forecasts, texts, valid, context):
+        if context.sample.id == bad_id:
+            raise ZeroDivisionError("reward blew up")
+        return inner(forecasts, texts, valid, context)
+
+    monkeypatch.setattr(exp.reward, "fn", flaky)
+    rows = _run(exp, tmp_path, "reward")
+    bad = rows[0]
+    assert bad["reward_failures"] >= 1 and bad["reward_error"] == "ZeroDivisionError: reward blew up"
+    assert bad["reward"] == exp.reward.failure_reward and bad["error"] is None
+    for r, q in zip(rows[1:], ref[1:]):
+        assert r["reward_failures"] == 0 and r["reward_error"] is None
+        assert r["reward"] == q["reward"] and r["text"] == q["text"]
+
+
+def test_user_config_error_stops_the_run_with_its_message(tmp_path):
+    """An oracle reward on a task without truth is a config error: one message, not 3 error rows."""
+    from specdifftree.errors import SpecDiffTreeError
+
+    exp = prepare(compose(["model=tiny_random", "method=greedy", "num_samples=3",
+                           "reward=oracle_smape", "output.progress=false"]))
+    real_ctx = exp.task.reward_context
+
+    def no_truth(s):
+        ctx = real_ctx(s)
+        ctx.truth = None
+        return ctx
+
+    exp.task.reward_context = no_truth
+    with pytest.raises(SpecDiffTreeError):
+        execute(exp, tmp_path / "cfgerr")

@@ -64,3 +64,11 @@ def test_forecast_task_marks_short_output_invalid_and_completes():
 def test_bad_separator_rejected(sep):
     with pytest.raises(ValueError):
         Serializer(separator=sep)
+
+
+def test_chat_prompt_uses_the_tokenizer_template(tiny_lm):
+    s = Series("T1", np.arange(1.0, 25.0), np.arange(25.0, 29.0), horizon=4, period=12)
+    task = ForecastTask(Serializer(), context_length=6, chat=True)
+    text = task.prompt_text(s, tiny_lm.tokenizer)
+    assert text.startswith("user: Continue this time series") and text.endswith("assistant: ")
+    assert "next 4 values" in text and Serializer().encode(task.context(s), task.scale(s)) in text

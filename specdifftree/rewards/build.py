@@ -79,6 +79,7 @@ class SafeReward:
         self.failures = 0
         self.nonfinite = 0
         self.time_s = 0.0
+        self.last_error: str | None = None  # "Type: message" of the latest failure
         self._warned: set[str] = set()
 
     @property
@@ -116,6 +117,7 @@ class SafeReward:
             raise
         except Exception as e:  # a misbehaving reward must not end the run
             self.failures += 1
+            self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             self._warn_once("failure", "reward %s raised %s: %s; its %d values were set to "
                             "failure_reward=%g", self.name, type(e).__name__, e, b,
                             self.failure_reward)
