@@ -18,11 +18,18 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+def m4_files(*names: str) -> Path:
+    """The folder of the official M4 files: $SPECDIFFTREE_M4_ROOT if it holds them, else
+    <repo>/../shared/data/m4; skips the test when neither does."""
+    for cand in (os.environ.get("SPECDIFFTREE_M4_ROOT"), SHARED_M4):
+        if cand and all((Path(cand) / n).is_file() for n in names):
+            return Path(cand)
+    pytest.skip(f"M4 data ({', '.join(names)}) not found in ../shared/data/m4 or $SPECDIFFTREE_M4_ROOT")
+
+
 @pytest.fixture(scope="session")
 def m4_root() -> Path:
-    if not (SHARED_M4 / "Hourly-train.csv").exists():
-        pytest.skip(f"M4 data not found at {SHARED_M4} (../shared/data/m4 beside the checkout)")
-    return SHARED_M4
+    return m4_files("Hourly-train.csv", "Hourly-test.csv", "Weekly-train.csv", "Weekly-test.csv")
 
 
 @pytest.fixture(scope="session")

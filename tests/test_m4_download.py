@@ -17,14 +17,11 @@ from specdifftree.errors import ConfigError, DataError
 from specdifftree.tasks.m4_download import DEFAULT_BASE_URL, download_m4, file_url
 from specdifftree.tasks.sources import load_series
 
+from conftest import m4_files as m4_root
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def m4_root(*names: str) -> Path:
-    for cand in (os.environ.get("SPECDIFFTREE_M4_ROOT"), REPO.parent / "shared" / "data" / "m4"):
-        if cand and all((Path(cand) / n).is_file() for n in names):
-            return Path(cand)
-    pytest.skip(f"M4 data ({', '.join(names)}) not found in ../shared/data/m4 or $SPECDIFFTREE_M4_ROOT")
 
 
 @pytest.fixture(autouse=True)

@@ -15,15 +15,11 @@ from specdifftree.metrics.m4 import mase, mase_scale, owa, smape
 from specdifftree.metrics.naive2 import acf, naive2, seasonal_indices, seasonal_naive, seasonality_test
 from specdifftree.search.classical import Naive2, SeasonalNaive
 
+from conftest import m4_files as m4_root
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def m4_root(*names: str) -> Path:
-    """The official M4 files: $SPECDIFFTREE_M4_ROOT if it holds them, else <repo>/../shared/data/m4."""
-    for cand in (os.environ.get("SPECDIFFTREE_M4_ROOT"), REPO.parent / "shared" / "data" / "m4"):
-        if cand and all((Path(cand) / n).is_file() for n in names):
-            return Path(cand)
-    pytest.skip(f"M4 data ({', '.join(names)}) not found in ../shared/data/m4 or $SPECDIFFTREE_M4_ROOT")
 
 
 # ------------------------------------------------------------------------------ hand-computed

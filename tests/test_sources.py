@@ -16,15 +16,12 @@ from specdifftree.errors import ConfigError, DataError
 from specdifftree.tasks.series import Series
 from specdifftree.tasks.sources import M4_RULES, load_series, read_m4_csv, select
 
+from conftest import m4_files as m4_root
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "dataset"
 
 
-def m4_root(*names: str) -> Path:
-    for cand in (os.environ.get("SPECDIFFTREE_M4_ROOT"), REPO.parent / "shared" / "data" / "m4"):
-        if cand and all((Path(cand) / n).is_file() for n in names):
-            return Path(cand)
-    pytest.skip(f"M4 data ({', '.join(names)}) not found in ../shared/data/m4 or $SPECDIFFTREE_M4_ROOT")
 
 
 def write_m4(root: Path, freq: str, train_rows: list[list], test_rows: list[list], pad: int = 0,

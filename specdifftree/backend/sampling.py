@@ -50,3 +50,42 @@ def sample(logprobs: np.ndarray, temperature: float, rng: np.random.Generator,
     z = truncate(lp / float(temperature), top_k, top_p)
     g = rng.gumbel(size=z.shape)
     return np.argmax(np.where(np.isfinite(z), z + g, -np.inf), axis=-1)
+
+
+def decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, temperature: float,
+           rng: np.random.Generator, top_k: int = 0, top_p: float = 1.0):
+    """The batched sampling loop shared by the Session and the toy table-LM session.
+
+    ``lp`` (B, V): next-token log-probs of each row. Every iteration samples one token per active
+    row; a row finishes at EOS or after ``max_new_tokens`` tokens (its last token is never fed).
+    ``advance(active, done_rows, keep_rows, seqs)`` is then called with the rollout ids of the
+    active rows, the positions (in ``active``) of rows that just finished and of rows that go on,
+    and the tokens so far; it feeds the last token of each kept row and returns their next-token
+    log-probs (``len(keep_rows)``, V) — it is called with an empty ``keep_rows`` too, so finished
+    rows can be handled. Returns ``(seqs, seq_logprobs, finished)`` per rollout, where
+    ``seq_logprobs[i][j]`` is the temperature-1 log-prob of token j.
+    """
+    B = lp.shape[0]
+    seqs: list[list[int]] = [[] for _ in range(B)]
+    seq_lps: list[list[float]] = [[] for _ in range(B)]
+    finished = [False] * B
+    active = list(range(B))
+    for step in range(max_new_tokens):
+        toks = sample(lp, temperature, rng, top_k=top_k, top_p=top_p)
+        keep_rows, done_rows = [], []
+        for r, i in enumerate(active):
+            t = int(toks[r])
+            seqs[i].append(t)
+            seq_lps[i].append(float(lp[r, t]))
+            if t in eos_ids:
+                finished[i] = True
+                done_rows.append(r)
+            elif step + 1 < max_new_tokens:
+                keep_rows.append(r)
+            else:
+                done_rows.append(r)
+        lp = advance(active, done_rows, keep_rows, seqs)
+        if not keep_rows:
+            break
+        active = [active[r] for r in keep_rows]
+    return seqs, seq_lps, finished

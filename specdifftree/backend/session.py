@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import BackendError
 from .loader import LoadedModel
 from .kvstore import PrefixKVStore
-from .sampling import sample
+from .sampling import decode
 
 
 @dataclass
@@ -286,8 +286,6 @@ class Session:
                 top_k: int = 0, top_p: float = 1.0) -> list[Rollout]:
         """Generate from each prefix at once (one batched forward pass per step)."""
         mx = self._mx
-        from mlx_lm.models.cache import KVCache
-
         if rng is None:
             if temperature > 0:
                 raise ValueError("sampling with temperature > 0 needs an rng")
@@ -299,38 +297,27 @@ class Session:
         batch_cache, lps = self._prepare(prefixes, [self._plan(p) for p in prefixes],
                                          room=max_new_tokens)
         batched = B > 1
-        lp = np.stack(lps)
-        seqs: list[list[int]] = [[] for _ in range(B)]
-        seq_lps: list[list[float]] = [[] for _ in range(B)]
-        finished = [False] * B
-        active = list(range(B))  # row r of the batch cache holds rollout active[r]
-        for step in range(max_new_tokens):
-            toks = sample(lp, temperature, rng, top_k=top_k, top_p=top_p)
-            keep_rows = []
-            for r, i in enumerate(active):
-                t = int(toks[r])
-                seqs[i].append(t)
-                seq_lps[i].append(float(lp[r, t]))
-                if t in self.eos_ids:
-                    finished[i] = True
-                elif step + 1 < max_new_tokens:
-                    keep_rows.append(r)
-            done_rows = [r for r in range(len(active)) if r not in set(keep_rows)]
+
+        def advance(active, done_rows, keep_rows, seqs):
             # keep the KV of finished rows (every token but the unfed last one)
-            self._store_rows(batch_cache, [(r if batched else None, prefixes[active[r]] + tuple(seqs[active[r]][:-1]))
+            self._store_rows(batch_cache, [(r if batched else None,
+                                            prefixes[active[r]] + tuple(seqs[active[r]][:-1]))
                                            for r in done_rows])
             if not keep_rows:
-                break
+                return None
             if done_rows and batched:
                 idx = mx.array(keep_rows)
                 for c in batch_cache:
                     c.filter(idx)
-            active = [active[r] for r in keep_rows]
-            feed = mx.array([[int(toks[r])] for r in keep_rows])
-            logits = self._forward(feed, batch_cache)
-            lp = self._to_logprobs(logits)
-            for r, i in enumerate(active):
-                self._remember(prefixes[i] + tuple(seqs[i]), lp[r])
+            ids = [active[r] for r in keep_rows]
+            logits = self._forward(mx.array([[seqs[i][-1]] for i in ids]), batch_cache)
+            out = self._to_logprobs(logits)
+            for r, i in enumerate(ids):
+                self._remember(prefixes[i] + tuple(seqs[i]), out[r])
+            return out
+
+        seqs, seq_lps, finished = decode(np.stack(lps), max_new_tokens, self.eos_ids, advance,
+                                         temperature=temperature, rng=rng, top_k=top_k, top_p=top_p)
         if temperature == 1.0 and not top_k and top_p >= 1.0:  # plain sampling from p_θ
             self.stats.plain_logprob_sum += float(sum(sum(x) for x in seq_lps))
             self.stats.plain_tokens += sum(len(x) for x in seq_lps)

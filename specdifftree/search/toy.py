@@ -4,7 +4,7 @@
 random table (a Dirichlet draw per prefix, derived from the prefix itself, so the table is
 infinite, lazy and reproducible). :class:`TableSession` answers ``logprobs`` and ``rollout``
 exactly like :class:`specdifftree.backend.session.Session` — same sampling code
-(:func:`specdifftree.backend.sampling.sample`, same random stream), same caching and the same
+(:func:`specdifftree.backend.sampling.decode`, same random stream), same caching and the same
 token accounting:
 
 - the prompt is prefilled once at construction (``prompt_tokens`` tokens, one model call);
@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..backend.sampling import sample
+from ..backend.sampling import decode
 from .numerics import logsumexp
 
 Prefix = tuple[int, ...]
@@ -145,32 +145,21 @@ class TableSession:
         if B == 0 or max_new_tokens <= 0:
             return [Rollout(p, [], [], False) for p in prefixes]
         lp = np.stack([self._feed(p) for p in prefixes])
-        seqs: list[list[int]] = [[] for _ in range(B)]
-        seq_lps: list[list[float]] = [[] for _ in range(B)]
-        finished = [False] * B
-        active = list(range(B))
-        for step in range(max_new_tokens):
-            toks = sample(lp, temperature, rng, top_k=top_k, top_p=top_p)
-            keep = []
-            for r, i in enumerate(active):
-                t = int(toks[r])
-                seqs[i].append(t)
-                seq_lps[i].append(float(lp[r, t]))
-                if t in self.eos_ids:
-                    finished[i] = True
-                elif step + 1 < max_new_tokens:
-                    keep.append(r)
-            if not keep:
-                break
-            active = [active[r] for r in keep]
-            self._tokens += len(active)
+
+        def advance(active, done_rows, keep_rows, seqs):
+            if not keep_rows:
+                return None
+            self._tokens += len(keep_rows)
             self._calls += 1
             rows = []
-            for i in active:
-                p = prefixes[i] + tuple(seqs[i])
+            for r in keep_rows:
+                p = prefixes[active[r]] + tuple(seqs[active[r]])
                 self._lp[p] = self.lm(p)
                 rows.append(self._lp[p])
-            lp = np.stack(rows)
+            return np.stack(rows)
+
+        seqs, seq_lps, finished = decode(lp, max_new_tokens, self.eos_ids, advance,
+                                         temperature=temperature, rng=rng, top_k=top_k, top_p=top_p)
         return [Rollout(prefixes[i], seqs[i], seq_lps[i], finished[i]) for i in range(B)]
 
 
