@@ -69,6 +69,11 @@ def test_table_session_counts_like_the_session(lm, prompt):
         ("logprobs", [(20, 21, 22)]),
         ("rollout", [(20,), (30, 31)], 5, 1.0, 1),
         ("rollout", [(40, 41, 42)], 4, 0.0, 2),
+        # branching off earlier continuations: only the new tokens are fed
+        ("rollout", [(20, 21, 22, 23), (20, 21)], 3, 1.0, 3),
+        ("logprobs", [(30, 31, 32, 33), (40, 41), (40, 41, 42, 43, 44)]),
+        ("rollout", [(40, 41, 42, 50), (30, 31, 60)], 3, 1.0, 4),
+        ("rollout", [(20, 21, 22, 70), (30, 31, 32, 71)], 2, 1.0, 5),
     ]
     first = None
     for step in script:

@@ -112,13 +112,16 @@ def test_table_session_token_accounting():
     assert s.tokens_processed == before
     for k, tok in enumerate(ro.tokens):
         assert lps[k, tok] == ro.logprobs[k] == lm(tuple(ro.tokens[:k]))[tok]
-    s.logprobs([(1, 1, 1)])  # not cached: fed from the prompt
+    a = next(t for t in range(3) if t not in (EOS, ro.tokens[0]))
+    s.logprobs([(a, a, a)])  # shares nothing with the rollout: fed from the prompt
     assert s.tokens_processed == before + 3
-    # a rollout from a prefix feeds the prefix again, then all but the last generated token
+    # a rollout feeds only what is missing, then all but the last generated token
     b = s.tokens_processed
-    ros = s.rollout([(1,), (0, 0)], 3, temperature=1.0, rng=np.random.default_rng(1))
-    fed = 1 + 2 + sum(len(r.tokens) - 1 for r in ros)
-    assert s.tokens_processed == b + fed
+    (r1,) = s.rollout([(a, a, a)], 3, temperature=1.0, rng=np.random.default_rng(1))
+    assert s.tokens_processed == b + len(r1.tokens) - 1  # log-probs cached: nothing first
+    b = s.tokens_processed
+    (r2,) = s.rollout([(a, a)], 3, temperature=1.0, rng=np.random.default_rng(2))
+    assert s.tokens_processed == b + 1 + len(r2.tokens) - 1  # KV held, log-probs not: 1 token
     with pytest.raises(ValueError):
         s.rollout([(EOS,)], 2, temperature=1.0, rng=np.random.default_rng(0))
     with pytest.raises(ValueError):

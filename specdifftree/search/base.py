@@ -131,7 +131,8 @@ class Meter:
     ``num_rollouts`` unless a token budget is given (then only tokens limit the search). A step may
     start n rollouts only while tokens are left, and n ≤ ⌈tokens left / cost⌉ where ``cost`` =
     D − 1 is the most tokens one rollout can process (D = ``budget.max_new_tokens``: a rollout
-    from depth d feeds its d prefix tokens and at most D − d − 1 generated ones). So a search
+    from depth d feeds at most its d prefix tokens — none whose KV the Session holds — and at most
+    D − d − 1 generated ones). So a search
     never exceeds ``budget.tokens`` by more than one rollout. The first rollout always runs (so
     every method has an answer), even when the prompt alone used up the token budget.
     """

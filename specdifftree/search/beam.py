@@ -9,8 +9,9 @@ Then every finished hypothesis of the beam is scored in one reward batch and the
 wins; ``samples`` are those hypotheses.
 
 Budget: beam's work is fixed by k and D, so ``budget.rollouts`` does not apply. Under
-``budget.tokens`` a step runs only if its worst-case cost (Σ of the unfinished hypotheses' lengths:
-the Session feeds a prefix whose log-probs it has not cached) fits in what is left; otherwise the
+``budget.tokens`` a step runs only if its worst-case cost (Σ of the unfinished hypotheses' lengths;
+in practice the Session feeds only each hypothesis' newest token, whose parent's KV it holds) fits
+in what is left; otherwise the
 beam stops, and the most likely unfinished hypothesis is completed greedily by one rollout (at
 most D − 1 tokens), so the budget is exceeded by at most one rollout.
 """

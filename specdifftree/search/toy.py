@@ -8,11 +8,13 @@ exactly like :class:`specdifftree.backend.session.Session` — same sampling cod
 token accounting:
 
 - the prompt is prefilled once at construction (``prompt_tokens`` tokens, one model call);
-- ``logprobs`` of a prefix a rollout (or an earlier call) passed through is free; of any other
-  prefix it costs ``len(prefix)`` tokens and one model call;
-- ``rollout`` from a non-empty prefix first feeds the whole prefix (``len(prefix)`` tokens, one
-  call per prefix), then every generated token except the last one (EOS or the
-  ``max_new_tokens``-th) is fed, one call per step for the whole batch.
+- every token fed is remembered as the Session's prefix KV store does (no cap): a prefix costs
+  only the tokens beyond its longest fed prefix, and nothing when its log-probs are cached
+  (every prefix a rollout passed through);
+- ``logprobs`` feeds the missing prefixes in one call per (fed depth, missing length) group;
+  ``rollout`` feeds the missing tokens of its rows in one call when they all share that group
+  (else one call per row), then every generated token except the last one (EOS or the
+  ``max_new_tokens``-th), one call per step for the whole batch.
 
 :func:`enumerate_sequences` and :func:`exact_target` give the complete continuations of a small
 space and the exact target π(x) ∝ p_θ(x)·exp(λ·r(x)), for correctness tests.
@@ -96,6 +98,7 @@ class TableSession:
         self._tokens = self.prompt_tokens
         self._calls = 1
         self._lp: dict[Prefix, np.ndarray] = {(): lm(())}
+        self._covered: set[Prefix] = set()  # prefixes whose KV the Session would hold
 
     @property
     def tokens_processed(self) -> int:
@@ -114,22 +117,41 @@ class TableSession:
             raise ValueError(f"continuation {p} contains EOS; nothing can follow it")
         return p
 
-    def _feed(self, prefix: Prefix) -> np.ndarray:
-        """Push ``prefix`` through the "model" (counted) and remember its next-token log-probs."""
-        if prefix:
-            self._tokens += len(prefix)
+    def _plan(self, prefix: Prefix) -> tuple[int, int]:
+        """(d, m): the KV of ``prefix[:d]`` is held (longest covered prefix, as the Session's
+        prefix store finds it) and m tokens must be fed (0 when the log-probs are cached)."""
+        if prefix in self._lp:
+            return len(prefix), 0
+        d = len(prefix)
+        while d and prefix[:d] not in self._covered:
+            d -= 1
+        if d == len(prefix):  # covered but log-probs unknown: the Session refeeds the last token
+            d -= 1
+        return d, len(prefix) - d
+
+    def _cover(self, seq: Prefix) -> None:
+        for k in range(1, len(seq) + 1):
+            self._covered.add(seq[:k])
+
+    def _feed_group(self, prefixes: list[Prefix], m: int) -> None:
+        """Feed the missing m tokens of each prefix in one call (rows share d and m)."""
+        if m:
+            self._tokens += m * len(prefixes)
             self._calls += 1
-        lp = self.lm(prefix)
-        self._lp[prefix] = lp
-        return lp
+        for p in prefixes:
+            self._lp.setdefault(p, self.lm(p))
+            self._cover(p)
 
     def logprobs(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
-        out = []
-        for prefix in prefixes:
-            p = self._check(prefix)
-            lp = self._lp.get(p)
-            out.append(self._feed(p) if lp is None else lp)
-        return np.stack(out) if out else np.zeros((0, self.vocab_size))
+        ps = [self._check(p) for p in prefixes]
+        if not ps:
+            return np.zeros((0, self.vocab_size))
+        groups: dict[tuple[int, int], list[Prefix]] = {}
+        for p in dict.fromkeys(p for p in ps if p not in self._lp):
+            groups.setdefault(self._plan(p), []).append(p)
+        for (_, m), rows in groups.items():  # one call per (covered depth, missing length)
+            self._feed_group(rows, m)
+        return np.stack([self._lp[p] for p in ps])
 
     def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
                 temperature: float = 1.0, rng: np.random.Generator | None = None,
@@ -144,9 +166,17 @@ class TableSession:
         B = len(prefixes)
         if B == 0 or max_new_tokens <= 0:
             return [Rollout(p, [], [], False) for p in prefixes]
-        lp = np.stack([self._feed(p) for p in prefixes])
+        plans = [self._plan(p) for p in prefixes]
+        if len(set(plans)) == 1:  # one batch: one call for the missing tokens
+            self._feed_group(prefixes, plans[0][1])
+        else:  # mixed rows are prepared one by one
+            for p, (_, m) in zip(prefixes, plans):
+                self._feed_group([p], m)
+        lp = np.stack([self._lp[p] for p in prefixes])
 
         def advance(active, done_rows, keep_rows, seqs):
+            for r in done_rows:
+                self._cover(prefixes[active[r]] + tuple(seqs[active[r]][:-1]))
             if not keep_rows:
                 return None
             self._tokens += len(keep_rows)
