@@ -380,24 +380,36 @@ def train(st: Settings, out: Path) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Loss curve: the whole run (log scale) and the part after the first 15% of steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tr = [(r["tokens"], r["train_loss"]) for r in rows if r.get("train_loss") is not None]
-    va = [(r["tokens"], r["val_loss"], r["val_loss_continuation"]) for r in rows if r.get("val_loss") is not None]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
-    ax.plot([a for a, _ in tr], [b for _, b in tr], lw=1, label="train (all tokens)")
-    ax.plot([a for a, _, _ in va], [b for _, b, _ in va], "o-", ms=3, label="validation (all tokens)")
-    ax.plot([a for a, _, _ in va], [c for _, _, c in va], "s-", ms=3,
-            label="validation (continuation tokens)")
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("cross-entropy (nats / token)")
-    ax.set_title("tiny_tslm training")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    def num(r, k):
+        v = r.get(k)
+        return None if v in (None, "") else float(v)
+
+    tr = [(num(r, "tokens"), num(r, "train_loss")) for r in rows if num(r, "train_loss") is not None]
+    va = [(num(r, "tokens"), num(r, "val_loss"), num(r, "val_loss_continuation"))
+          for r in rows if num(r, "val_loss") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), dpi=90)
+    cut = 0.15 * max(t for t, _ in tr) if tr else 0
+    for ax, lo in zip(axes, (None, cut)):
+        t_ = [p for p in tr if lo is None or p[0] >= lo]
+        v_ = [p for p in va if lo is None or p[0] >= lo]
+        ax.plot([a for a, _ in t_], [b for _, b in t_], lw=1, label="train (all tokens)")
+        ax.plot([a for a, _, _ in v_], [b for _, b, _ in v_], "o-", ms=3, label="validation (all tokens)")
+        ax.plot([a for a, _, _ in v_], [c for _, _, c in v_], "s-", ms=3,
+                label="validation (continuation tokens)")
+        ax.set_xlabel("training tokens")
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("cross-entropy (nats / token)")
+    axes[0].set_title("whole run (log scale)")
+    axes[1].set_title("after the first 15% of tokens")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("tiny_tslm training loss")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -416,9 +428,14 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "tiny_tslm")
     p.add_argument("--install", action="store_true", help=f"copy the result into {ASSETS}")
+    p.add_argument("--replot", action="store_true", help="only redraw loss_curve.png from losses.csv")
     for k, v in asdict(Settings()).items():
         p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     a = p.parse_args(argv)
+    if a.replot:
+        with (a.out / "losses.csv").open() as f:
+            plot(list(csv.DictReader(f)), a.out / "loss_curve.png")
+        return
     st = Settings(**{k: getattr(a, k) for k in asdict(Settings())})
     a.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
