@@ -31,6 +31,9 @@ from .kvstore import PrefixKVStore
 from .sampling import decode
 
 
+PREFILL_CHUNK = 2048  # prompt tokens per forward pass during prefill
+
+
 @dataclass
 class Rollout:
     """One generated continuation.
@@ -94,7 +97,10 @@ class Session:
             raise BackendError(f"model {lm.name} uses cache type(s) {sorted(kinds)}; the Session "
                                "supports models with a plain KVCache (Llama, Qwen, Mistral, Phi, ...)")
         self._kv = PrefixKVStore(int(kv_cache_mb * 2**20)) if kv_cache_mb > 0 else None
-        logits = self._forward(mx.array([list(self.prompt)]), self._prompt_cache)
+        # prefill in chunks (as mlx-lm does) so attention memory stays bounded for long prompts
+        for start in range(0, len(self.prompt), PREFILL_CHUNK):
+            chunk = list(self.prompt[start:start + PREFILL_CHUNK])
+            logits = self._forward(mx.array([chunk]), self._prompt_cache)
         self._remember((), self._to_logprobs(logits)[0])
 
     # ------------------------------------------------------------------ counters
