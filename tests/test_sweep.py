@@ -81,7 +81,7 @@ def test_user_error_in_one_job_does_not_stop_the_sweep(tmp_path):
 
 def test_jobs_sharing_a_model_run_together_and_models_are_released(tmp_path):
     # Hydra's order alternates the two models; the launcher runs each model's jobs together
-    out = run_cli("--multirun", "method=greedy", "seed=0,1", "model.init_seed=0,1",
+    out = run_cli("--multirun", "method=greedy", "seed=0,1", "model=tiny_random", "model.init_seed=0,1",
                   "num_samples=1", "max_new_tokens=3", "output.progress=false",
                   f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-3000:]
