@@ -91,13 +91,6 @@ def _clear_mlx() -> None:
         pass
 
 
-def release(model_cfg=None) -> None:
-    """Drop one cached model (or all) and clear MLX's buffer cache."""
-    if model_cfg is None:
-        _MODELS.clear()
-    else:
-        _MODELS.pop(model_key(model_cfg), None)
-    _clear_mlx()
 
 
 def release_unused(keep_models=(), keep_datasets=()) -> list[str]:
@@ -112,15 +105,3 @@ def release_unused(keep_models=(), keep_datasets=()) -> list[str]:
         log.info("released model(s) no later job needs: %s", ", ".join(dropped))
         _clear_mlx()
     return dropped
-
-
-def release_datasets() -> None:
-    _DATASETS.clear()
-
-
-def cached_keys() -> list[str]:
-    return list(_MODELS)
-
-
-def cached_dataset_keys() -> list[str]:
-    return list(_DATASETS)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -63,7 +63,6 @@ class SessionStats:
     plain_logprob_sum: float = 0.0  # over tokens of rollouts sampled from p_θ (temperature 1)
     plain_tokens: int = 0
     kv_reused_tokens: int = 0  # tokens whose KV came from the prefix store instead of the model
-    extra: dict = field(default_factory=dict)
 
 
 class Session:
