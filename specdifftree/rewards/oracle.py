@@ -19,29 +19,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..metrics.m4 import mase_scale, smape
 from .base import BaseReward, RewardContext, as_forecasts
 
 
 def batch_smape(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
-    """sMAPE (in %, 0..200) of each row of yhat (B, h) against y (h,) or (B, h)."""
-    y = np.asarray(y, dtype=np.float64)
-    yhat = np.asarray(yhat, dtype=np.float64)
-    num = np.abs(y - yhat)
-    den = np.abs(y) + np.abs(yhat)
-    terms = np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
-    return 200.0 * terms.mean(axis=-1)
+    """sMAPE (in %, 0..200) of each row of yhat (B, h) against y (h,) or (B, h): the M4 metric."""
+    return np.asarray(smape(y, yhat), dtype=np.float64)
 
 
 def naive_scale(x: np.ndarray, m: int) -> float:
-    """The MASE denominator: mean |x_t − x_{t−m}| over the in-sample series (see module doc)."""
+    """The MASE denominator (the metric's own, lag 1 when n ≤ m); a zero scale falls back to
+    1e-8·max(mean|x|, 1) so the reward stays finite (see module doc)."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)
-    m = int(m) if int(m) >= 1 else 1
-    if x.size <= m:
-        m = 1
-    if x.size < 2:
-        d = 0.0
-    else:
-        d = float(np.mean(np.abs(x[m:] - x[:-m])))
+    d = mase_scale(x, m) if x.size >= 2 else 0.0
     if not d > 0:
         d = 1e-8 * max(float(np.mean(np.abs(x))) if x.size else 0.0, 1.0)
     return d

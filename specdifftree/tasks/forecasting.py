@@ -56,8 +56,9 @@ class ForecastTask:
         return tokenizer.apply_chat_template([{"role": "user", "content": msg}],
                                              add_generation_prompt=True, tokenize=False)
 
-    def parse(self, text: str, s: Series) -> Forecast:
-        vals, n_ok = self.serializer.parse(text, s.horizon, self.scale(s))
+    def parse(self, text: str, s: Series, scale: float | None = None) -> Forecast:
+        """The forecast in ``text`` (``scale``: the series' scale, when the caller has it)."""
+        vals, n_ok = self.serializer.parse(text, s.horizon, self.scale(s) if scale is None else scale)
         return Forecast(values=complete(vals, float(np.asarray(s.x)[-1])), n_parsed=n_ok,
                         horizon=s.horizon)
 
@@ -77,7 +78,8 @@ class ForecastTask:
 
     def reward_inputs(self, texts: list[str], s: Series) -> tuple[np.ndarray, np.ndarray]:
         """(forecasts (B, h), share of values parsed (B,)) for a batch of generated texts."""
-        fcs = [self.parse(t, s) for t in texts]
+        scale = self.scale(s)  # once per batch, not per candidate
+        fcs = [self.parse(t, s, scale) for t in texts]
         return np.stack([f.values for f in fcs]), np.array([f.parsed_share for f in fcs])
 
     def evaluate_values(self, values: np.ndarray, s: Series) -> dict:
