@@ -58,10 +58,10 @@ def test_parse_failure_is_recorded(tmp_path, monkeypatch):
     bad_id = ref[2]["series_id"]
     real_parse = exp.task.parse
 
-    def parse(text, s):
+    def parse(text, s, *args):
         if s.id == bad_id and text:
             raise ValueError("garbled beyond repair")
-        return real_parse(text, s)
+        return real_parse(text, s, *args)
 
     monkeypatch.setattr(exp.task, "parse", parse)
     rows = _run(exp, tmp_path, "parse")
