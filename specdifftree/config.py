@@ -9,13 +9,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def conf_dir() -> Path:
+    """The package's Hydra config folder (``specdifftree/conf``, shipped in the wheel)."""
     if not (CONF_DIR / "config.yaml").exists():
-        raise ConfigError(f"config folder {CONF_DIR} not found: install the package in editable mode "
-                          "(make setup) from a checkout of the repository")
+        raise ConfigError(f"config folder {CONF_DIR} not found: the installation is incomplete; "
+                          "reinstall the package (pip install specdifftree or make setup)")
     return CONF_DIR
 
 

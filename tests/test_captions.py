@@ -56,7 +56,7 @@ def root(tmp_path):
 
 
 def dataset_cfg(root, **kw):
-    cfg = OmegaConf.load(ROOT / "conf" / "dataset" / "m4_captions.yaml")
+    cfg = OmegaConf.load(ROOT / "specdifftree" / "conf" / "dataset" / "m4_captions.yaml")
     cfg.root = str(root)
     for k, v in kw.items():
         cfg[k] = v
@@ -64,9 +64,9 @@ def dataset_cfg(root, **kw):
 
 
 def test_config_file_keys():
-    cfg = OmegaConf.load(ROOT / "conf" / "dataset" / "m4_captions.yaml")
+    cfg = OmegaConf.load(ROOT / "specdifftree" / "conf" / "dataset" / "m4_captions.yaml")
     assert cfg.name == "m4_captions" and cfg.source == "m4_captions" and "root" in cfg
-    assert (ROOT / "conf" / "dataset" / "m4_captions.yaml").read_text().startswith("# @package dataset")
+    assert (ROOT / "specdifftree" / "conf" / "dataset" / "m4_captions.yaml").read_text().startswith("# @package dataset")
 
 
 def test_load_joins_series_and_captions(root):
@@ -157,7 +157,7 @@ def test_evaluate_and_reward_context(root):
 def test_caption_similarity_reward(root):
     s = load_caption_samples(dataset_cfg(root))[0]
     task = CaptionTask.from_config(dataset_cfg(root))
-    cfg = OmegaConf.load(ROOT / "conf" / "reward" / "caption_similarity.yaml")
+    cfg = OmegaConf.load(ROOT / "specdifftree" / "conf" / "reward" / "caption_similarity.yaml")
     rew = build_reward(cfg)
     assert rew.oracle and "oracle" in rew.name and "oracle" in rew.column
     texts = [s.caption, "The series shows an upward trend.", "Completely unrelated words.", ""]
@@ -174,12 +174,12 @@ def test_caption_similarity_reward(root):
     # a forecasting context has no reference: a clear config error, not a silent fallback
     from specdifftree.rewards import RewardContext
     with pytest.raises(ConfigError, match="reference"):
-        build_reward(OmegaConf.load(ROOT / "conf" / "reward" / "caption_similarity.yaml"))(
+        build_reward(OmegaConf.load(ROOT / "specdifftree" / "conf" / "reward" / "caption_similarity.yaml"))(
             np.zeros((1, 3)), ["x"], np.ones(1),
             RewardContext(history=np.ones(3), full_history=np.ones(3), horizon=3, period=1))
     # the spectral and format rewards stay defined on captions (no numeric output)
     for name in ("spectral", "format"):
-        out = build_reward(OmegaConf.load(ROOT / "conf" / "reward" / f"{name}.yaml"))(
+        out = build_reward(OmegaConf.load(ROOT / "specdifftree" / "conf" / "reward" / f"{name}.yaml"))(
             f, texts, v, task.reward_context(s))
         assert np.isfinite(out).all()
 

@@ -18,7 +18,7 @@ from specdifftree.rewards.oracle import batch_mase, batch_smape
 from specdifftree.rewards.spectral import SpectralReward, bin_weights, psd
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf" / "reward"
+CONF = ROOT / "specdifftree" / "conf" / "reward"
 
 
 def ctx(history, horizon, truth=None, period=1, full=None):

@@ -235,7 +235,7 @@ def test_unknown_method_and_bad_budget():
 def test_method_configs_instantiate(name):
     from hydra.utils import get_class
 
-    cfg = OmegaConf.load(REPO / "conf" / "method" / f"{name}.yaml")
+    cfg = OmegaConf.load(REPO / "specdifftree" / "conf" / "method" / f"{name}.yaml")
     assert cfg.name == name
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("name", "_target_")}
     method = get_class(cfg._target_)(**kwargs)

@@ -19,7 +19,7 @@ from specdifftree.tasks.sources import M4_RULES, load_series, read_m4_csv, selec
 from conftest import m4_files as m4_root
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf" / "dataset"
+CONF = REPO / "specdifftree" / "conf" / "dataset"
 
 
 

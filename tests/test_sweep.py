@@ -147,7 +147,7 @@ def test_methods_x_seeds_preset_is_runnable(tmp_path):
     params = cfg.hydra.sweeper.params
     assert params.method == "greedy,mcts,dts,maxent_ts" and params.seed == "0,1,2"
     for method in params.method.split(","):
-        if not (REPO / "conf" / "method" / f"{method}.yaml").exists():
+        if not (REPO / "specdifftree" / "conf" / "method" / f"{method}.yaml").exists():
             continue  # composed by the CLI run below for the methods present
         mcfg = compose(["+sweep=methods_x_seeds", f"method={method}"]).method
         if "expansion_k" in mcfg:

@@ -80,7 +80,7 @@ def test_builtin_config_resolves_to_the_shipped_folder():
 
     from specdifftree.backend.loader import resolve_path
 
-    cfg = OmegaConf.load(REPO / "conf" / "model" / "tiny_tslm.yaml")
+    cfg = OmegaConf.load(REPO / "specdifftree" / "conf" / "model" / "tiny_tslm.yaml")
     assert cfg.builtin == "tiny_tslm" and cfg.dtype == "float32"
     assert Path(resolve_path(cfg)) == embedded_model_folder()
 

@@ -1,6 +1,6 @@
 """Build a reward from its config and guard it.
 
-Config (``conf/reward/<name>.yaml``)::
+Config (``specdifftree/conf/reward/<name>.yaml``)::
 
     name: spectral                      # the reward's name in results (column ``reward_<name>``)
     _target_: specdifftree.rewards.spectral.SpectralReward

@@ -20,7 +20,7 @@ METHODS = {
 
 
 def build(name: str, **config):
-    """Instantiate method ``name`` with its config keys (as Hydra would from conf/method)."""
+    """Instantiate method ``name`` with its config keys (as Hydra would from specdifftree/conf/method)."""
     from ..errors import ConfigError
 
     if name not in METHODS:
