@@ -18,6 +18,8 @@ import pandas as pd
 SUMMARY_KEYS = ("method", "dataset", "seed")
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.csv"
+#: means of the sample-set scores, in summary.csv when the rows have them
+DISTRIBUTION_KEYS = ("crps", "crps_mase", "msis", "coverage", "wql", "n_forecast_samples")
 
 
 def _jsonable(v):
@@ -92,6 +94,9 @@ def summarize(rows: list[dict]) -> pd.DataFrame:
         )
         for k in sorted({k for r in rs for k in r if k.startswith("caption_") and k.endswith("_f1")}):
             row[k] = _mean(r.get(k) for r in rs)
+        for k in DISTRIBUTION_KEYS:  # sample-set scores (specdifftree.metrics.probabilistic)
+            if any(r.get(k) is not None for r in rs):
+                row[k] = _mean(r.get(k) for r in rs)
         out.append(row)
     return pd.DataFrame(out)
 

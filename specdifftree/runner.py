@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from .answers import AGGREGATE_RULES
 from .config import validate
 from .errors import ConfigError, SpecDiffTreeError
 from .results import ResultsWriter
+from .rollouts import Recorder, SamplesWriter
 from .rewards.build import build_reward
 from .search.base import Budget, Method, RewardOracle
 from .tasks.forecasting import ForecastTask
@@ -41,6 +43,7 @@ class Experiment:
     samples: list
     lm: object | None
     model_cache_hit: bool | None
+    answer: str | None = None  # method.answer when the runner applies it (see answers.py)
 
 
 def build_method(method_cfg) -> Method:
@@ -53,6 +56,10 @@ def build_method(method_cfg) -> Method:
         raise ConfigError(f"method._target_={target!r} cannot be imported: {exc}") from exc
     kwargs = {k: v for k, v in OmegaConf.to_container(method_cfg, resolve=True).items()
               if k not in ("_target_", "name")}
+    from .answers import AGGREGATE_RULES
+
+    if kwargs.get("answer") in AGGREGATE_RULES:  # the runner aggregates the sample set
+        kwargs.pop("answer")
     try:
         method = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -104,7 +111,14 @@ def prepare(cfg: DictConfig) -> Experiment:
         from .modelcache import get_model
 
         lm, hit = get_model(cfg.model)
-    return Experiment(cfg, method, task, reward, samples, lm, hit)
+    from .answers import check_rule, is_sampling
+
+    answer = check_rule(cfg.method.get("answer"), method.name, is_sampling(method),
+                        method.needs_model)
+    if answer not in (None, "best") and is_caption_task(cfg):
+        raise ConfigError(f"method.answer={answer}: the caption task scores one caption; "
+                          "use answer=best")
+    return Experiment(cfg, method, task, reward, samples, lm, hit, answer)
 
 
 def _base_row(exp: Experiment, s, index: int) -> dict:
@@ -115,8 +129,61 @@ def _base_row(exp: Experiment, s, index: int) -> dict:
             "error": None}
 
 
-def run_sample(exp: Experiment, s: Series, index: int) -> dict:
-    """Search and score one series; the returned dict is one line of results.jsonl."""
+def sample_set_scores(forecasts: np.ndarray, s: Series) -> dict:
+    """CRPS, quantiles, MSIS and coverage of a sample set (N, h) of one series."""
+    from .metrics.m4 import mase_scale
+    from .metrics.probabilistic import distribution_scores
+
+    out = distribution_scores(forecasts, s.y, s.x, s.period)
+    out["mase_scale"] = mase_scale(s.x, s.period)
+    return out
+
+
+def apply_answer(exp: Experiment, s: Series, result, row: dict, ctx, recorder) -> dict:
+    """The answer rule's point forecast and the sample set's distribution scores.
+
+    The rules ``best`` and (for the tree methods) ``sample`` are the method's own answer; the
+    runner applies ``median``/``mean`` and, for a method without its own ``answer`` option
+    (``best_of_n``), ``sample``. See :mod:`specdifftree.answers`."""
+    from .answers import aggregate, is_sampling
+
+    task, lm = exp.task, exp.lm
+    out: dict = {"answer": exp.answer or getattr(exp.method, "answer", None) or "best"}
+    if not is_sampling(exp.method) or not result.samples:
+        out.update(sample_set_scores(np.asarray(row["forecast"])[None, :], s))
+        return out
+    texts = [lm.decode(list(q)) for q in result.samples]
+    forecasts, share = task.reward_inputs(texts, s)
+    valid = share >= 1.0
+    out["samples_valid"] = int(valid.sum())
+    if exp.answer == "sample" and not hasattr(exp.method, "answer"):
+        first = tuple(result.samples[0])
+        lp = recorder.logprob(first)
+        mean_lp = lp / len(first) if lp is not None and first else None
+        out.update(task.evaluate(texts[0], s), text=texts[0], generated_tokens=len(first),
+                   reward=recorder.reward_of(first),
+                   mean_logprob=mean_lp,
+                   perplexity=float(np.exp(-mean_lp)) if mean_lp is not None else None)
+        if mean_lp is not None and row.get("plain_mean_logprob") is not None:
+            out["logprob_gap"] = mean_lp - row["plain_mean_logprob"]
+    elif exp.answer in AGGREGATE_RULES:
+        values, ok = aggregate(exp.answer, forecasts, valid)
+        text = task.serializer.encode(values, task.scale(s))
+        out.update(task.evaluate_values(values, s), valid=ok,
+                   n_parsed=s.horizon if ok else int(row.get("n_parsed") or 0), text=text,
+                   reward=float(np.asarray(exp.reward(values[None, :], [text], np.ones(1),
+                                                      ctx)).reshape(-1)[0]),
+                   mean_logprob=None, perplexity=None, logprob_gap=None)
+    use = forecasts[valid] if valid.any() else forecasts
+    out.update(sample_set_scores(use, s))
+    return out
+
+
+def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None = None) -> dict:
+    """Search and score one series; the returned dict is one line of results.jsonl.
+
+    ``sample_rows``: when given, one dict per continuation the search scored is appended to it
+    (the lines of samples.jsonl, see :mod:`specdifftree.rollouts`)."""
     cfg, task, method = exp.cfg, exp.task, exp.method
     t0 = time.perf_counter()
     ctx = task.reward_context(s)
@@ -130,6 +197,7 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
                    tokens_processed=0, prompt_tokens=0, generated_tokens=0, rollouts=0, nodes=0,
                    max_depth=0, mean_branching=0.0, mean_logprob=None, perplexity=None)
         row.update(task.evaluate_values(values, s))
+        row.update(sample_set_scores(values[None, :], s))
     else:
         from .backend.session import Session
 
@@ -146,6 +214,8 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
             return exp.reward(forecasts, texts, valid, ctx)
 
         oracle = RewardOracle(reward_fn)
+        recorder = Recorder(session, oracle)  # every scored continuation -> samples.jsonl
+        session, oracle = recorder.session, recorder.oracle
         # method.num_rollouts applies only when neither budget is given (see Meter)
         budget = Budget(rollouts=cfg.budget.rollouts, tokens=cfg.budget.tokens,
                         max_new_tokens=max_new)
@@ -168,6 +238,18 @@ def run_sample(exp: Experiment, s: Series, index: int) -> dict:
                        logprob_gap=(mean_lp - plain) if mean_lp is not None else None)
         row.update({k: v for k, v in result.stats.items() if k not in row})
         row.update(task.evaluate(text, s))
+        if hasattr(task, "reward_inputs"):  # forecasting: answer rule and distribution scores
+            row.update(apply_answer(exp, s, result, row, ctx, recorder))
+        if sample_rows is not None:
+            chosen = tuple(result.tokens)
+            if exp.answer in AGGREGATE_RULES:
+                chosen = None  # the answer is no single continuation
+            elif exp.answer == "sample" and not hasattr(method, "answer") and result.samples:
+                chosen = tuple(result.samples[0])
+            base = {k: row[k] for k in ("method", "dataset", "seed", "series_id", "sample_index")}
+            sample_rows.extend(recorder.rows(
+                base, lm.decode, lambda texts: task.reward_inputs(texts, s), chosen,
+                [tuple(q) for q in result.samples], getattr(oracle, "failed", None)))
     row["reward_failures"] = getattr(exp.reward, "failures", 0) - failures0[0]
     row["reward_nonfinite_values"] = getattr(exp.reward, "nonfinite", 0) - failures0[1]
     row["reward_error"] = getattr(exp.reward, "last_error", None) if row["reward_failures"] else None
@@ -215,6 +297,8 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
     if not (run_dir / ".hydra").exists():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     done = writer.done_keys()
+    record = bool(cfg.output.get("samples", True)) and exp.method.needs_model
+    samples_writer = SamplesWriter(run_dir, done) if record else None
     from .loggers import build_logger
 
     logger = build_logger(cfg.get("logger"))
@@ -226,19 +310,25 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
             if (exp.method.name, cfg.dataset.name, int(cfg.seed), s.id) in done:
                 continue
             t0 = time.perf_counter()
+            sample_rows: list | None = [] if samples_writer is not None else None
             try:
-                row = run_sample(exp, s, index)
+                row = run_sample(exp, s, index, sample_rows)
             except SpecDiffTreeError:
                 raise  # a user error (config, data, model) is the same for every sample
             except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the run
                 log.warning("sample %s failed: %s: %s", s.id, type(exc).__name__, exc)
                 log.debug("traceback of sample %s:\n%s", s.id, traceback.format_exc())
                 row = error_row(exp, s, index, exc, time.perf_counter() - t0)
+                sample_rows = None  # a failed sample records no continuations
+            if sample_rows:
+                samples_writer.write(sample_rows)
             writer.write(row)
             logger.log_sample(row)
     finally:
         summary = writer.write_summary()
         writer.close()
+        if samples_writer is not None:
+            samples_writer.close()
         logger.log_summary(summary, run_dir)
         logger.finish()
     df = pd.DataFrame(writer.rows)

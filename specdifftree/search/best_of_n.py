@@ -19,6 +19,7 @@ from .tree import Tree
 
 class BestOfN(Method):
     name = "best_of_n"
+    sampling = True  # its N samples are a sample set (answer rules, see specdifftree.answers)
 
     def __init__(self, num_rollouts: int = 20, rollout_temperature: float = 1.0,
                  parallel_rollouts: int = 1, **_ignored):

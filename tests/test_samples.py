@@ -1,0 +1,150 @@
+"""Answer rules over sample sets and samples.jsonl, on the shipped tiny_tslm model (real runs)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import specdifftree as sdt
+from specdifftree.errors import ConfigError
+from specdifftree.rollouts import SAMPLES_FILE, SamplesWriter, read_samples
+from specdifftree.runner import prepare
+
+BASE = ["model=tiny_tslm", "dataset=m3_yearly", "dataset.context_length=24", "num_samples=3",
+        "output.progress=false"]
+
+
+def run(tmp_path_factory, name, *overrides):
+    d = tmp_path_factory.mktemp(name)
+    df = sdt.run(sdt.compose([*BASE, *overrides]), run_dir=d)
+    return df, read_samples(d), d
+
+
+@pytest.fixture(scope="module")
+def median_run(tmp_path_factory):
+    return run(tmp_path_factory, "median", "method=best_of_n", "method.answer=median",
+               "budget.rollouts=6")
+
+
+@pytest.fixture(scope="module")
+def best_runs(tmp_path_factory):
+    # the same search with two token budgets: the smaller run must be a prefix of the larger
+    short = ["method=best_of_n", "dataset.context_length=16", "num_samples=2"]  # short prompts
+    return (run(tmp_path_factory, "small", *short, "budget.tokens=300")[1:],
+            run(tmp_path_factory, "large", *short, "budget.tokens=520")[1:])
+
+
+def by_series(rows):
+    out = {}
+    for r in rows:
+        out.setdefault(r["series_id"], []).append(r)
+    return out
+
+
+def test_median_answer_is_the_stepwise_median_of_the_parsed_samples(median_run):
+    df, samples, _ = median_run
+    groups = by_series(samples)
+    assert set(groups) == set(df.series_id)
+    for _, row in df.iterrows():
+        rows = groups[row.series_id]
+        assert len(rows) == 6 == row.rollouts  # every rollout recorded, none twice
+        assert all(r["in_samples"] >= 1 for r in rows) and not any(r["answer"] for r in rows)
+        fc = np.array([r["forecast"] for r in rows])
+        ok = np.array([r["valid"] for r in rows])
+        want = np.median(fc[ok] if ok.any() else fc, axis=0)
+        np.testing.assert_allclose(row.forecast, want, rtol=1e-12)
+        assert row.answer == "median" and row.samples_valid == ok.sum()
+        assert row.n_forecast_samples == max(1, ok.sum())
+        # tokens when each rollout finished: increasing, the last equals the sample's total
+        toks = [r["tokens"] for r in rows]
+        assert toks == sorted(toks) and toks[-1] == row.tokens_processed
+
+
+def test_recorded_logprobs_are_the_models(median_run):
+    """Σ logprob / Σ tokens over the rollouts is the Session's own plain-sampling mean."""
+    df, samples, _ = median_run
+    groups = by_series(samples)
+    for _, row in df.iterrows():
+        rows = groups[row.series_id]
+        lp = sum(r["logprob"] for r in rows) / sum(r["generated_tokens"] for r in rows)
+        assert lp == pytest.approx(row.plain_mean_logprob, rel=1e-6)
+
+
+def test_distribution_scores_come_from_the_sample_set(median_run):
+    from specdifftree.metrics.probabilistic import crps, crps_steps
+
+    df, samples, _ = median_run
+    groups = by_series(samples)
+    for _, row in df.iterrows():
+        rows = groups[row.series_id]
+        fc = np.array([r["forecast"] for r in rows if r["valid"]] or
+                      [r["forecast"] for r in rows])
+        assert row.crps == pytest.approx(crps(fc, row.truth))
+        assert row.crps_mase == pytest.approx(crps_steps(fc, row.truth).mean() / row.mase_scale)
+        q = np.array(row.quantiles)
+        assert q.shape == (len(row.quantile_levels), len(row.truth))
+        assert 0 <= row.coverage <= 1 and row.msis >= 0
+    summary = __import__("pandas").read_csv(median_run[2] / "summary.csv")
+    assert summary.crps[0] == pytest.approx(df.crps.mean())
+
+
+def test_a_smaller_budget_run_is_a_prefix_of_a_larger_one(best_runs):
+    """What makes reward-vs-tokens from one run valid: the search at budget T is the first
+    rollouts of the search at a larger budget (same seed), so samples.jsonl answers every T."""
+    (small, small_dir), (large, _) = best_runs
+    s, g = by_series(small), by_series(large)
+    assert set(s) == set(g)
+    for sid, rows in s.items():
+        big = g[sid]
+        assert len(big) > len(rows) >= 2
+        keys = ("text", "reward", "tokens", "logprob")
+        assert [tuple(r[k] for k in keys) for r in rows] == \
+            [tuple(r[k] for k in keys) for r in big[:len(rows)]]
+        # the token rule: a rollout starts while tokens are left, so the small run stops at the
+        # first rollout that finished at or beyond its budget
+        assert rows[-1]["tokens"] >= 300 and all(r["tokens"] < 300 for r in rows[:-1])
+    results = [json.loads(x) for x in (small_dir / "results.jsonl").read_text().splitlines()]
+    for res in results:
+        rows = s[res["series_id"]]
+        best = max(rows, key=lambda r: r["reward"])
+        assert res["reward"] == pytest.approx(best["reward"])
+        assert [r["answer"] for r in rows].count(True) >= 1
+        assert res["text"] == next(r["text"] for r in rows if r["answer"])
+
+
+def test_dts_median_over_its_draws(tmp_path_factory):
+    df, samples, _ = run(tmp_path_factory, "dts", "method=dts", "method.answer=median",
+                         "budget.rollouts=5", "method.num_samples=6", "num_samples=2")
+    for _, row in df.iterrows():
+        rows = [r for r in samples if r["series_id"] == row.series_id]
+        assert len(rows) == row.rollouts
+        # the draws are terminals the search scored; each line counts how often it was drawn
+        unique = list({r["text"]: r for r in rows}.values())
+        assert sum(r["in_samples"] for r in unique) == 6
+        drawn = [r for r in unique for _ in range(r["in_samples"])]
+        fc = np.array([r["forecast"] for r in drawn])
+        ok = np.array([r["valid"] for r in drawn])
+        np.testing.assert_allclose(row.forecast, np.median(fc[ok] if ok.any() else fc, axis=0))
+
+
+@pytest.mark.parametrize("method,answer,needle", [
+    ("greedy", "median", "greedy returns a single continuation"),
+    ("best_of_n", "mode", "must be one of best, sample, median, mean"),
+    ("naive2", "median", "naive2 forecasts one point without a model"),
+])
+def test_answer_rule_errors_name_the_fix(method, answer, needle):
+    with pytest.raises(ConfigError, match=needle):
+        prepare(sdt.compose([*BASE, f"method={method}", f"+method.answer={answer}"]
+                            if method in ("greedy", "naive2") else
+                            [*BASE, f"method={method}", f"method.answer={answer}"]))
+
+
+def test_resume_drops_lines_of_series_without_a_results_row(tmp_path):
+    row = {"method": "m", "dataset": "d", "seed": 0, "series_id": "a", "rollout": 0}
+    orphan = dict(row, series_id="b")
+    path = tmp_path / SAMPLES_FILE
+    path.write_text(json.dumps(row) + "\n" + json.dumps(orphan) + "\n" + '{"method": "m", "da')
+    w = SamplesWriter(tmp_path, done={("m", "d", 0, "a")})
+    w.write([dict(row, series_id="c")])
+    w.close()
+    assert [r["series_id"] for r in read_samples(tmp_path)] == ["a", "c"]
