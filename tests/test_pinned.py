@@ -16,12 +16,12 @@ from specdifftree.runner import execute, prepare
 METHODS = ["greedy", "best_of_n", "beam", "mcts", "dts", "dts_star", "maxent_ts"]
 PINNED = {
     "greedy": "6c90093a1b000f5b",
-    "best_of_n": "29cc70c0a667b2f6",
+    "best_of_n": "104fa744fe0e5f5a",
     "beam": "68dd3dc5cc93e228",
-    "mcts": "eeaa6aa4e65ee74d",
-    "dts": "8b210160a0afd7f1",
-    "dts_star": "29cc70c0a667b2f6",
-    "maxent_ts": "09fddcbfcbb05742",
+    "mcts": "50cc6cd77db42f15",
+    "dts": "39669996e50d5435",
+    "dts_star": "eb96aeb2f24f9be9",
+    "maxent_ts": "e72af97e20be9acf",
 }
 
 

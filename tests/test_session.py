@@ -39,7 +39,7 @@ def test_greedy_costs_prompt_plus_generated(tiny_lm, prompt):
     assert G >= 1
     # every generated token but the last is fed once; nothing is recomputed
     assert s.tokens_processed == s.prompt_tokens + G - 1
-    assert s.model_calls == 1 + (G - 1)
+    assert s.model_calls == 1 + (G - 1)  # one prefill call (a prompt under 2048 tokens)
 
 
 def test_greedy_matches_full_recomputation(tiny_lm, prompt):
@@ -137,16 +137,20 @@ def test_quantized_model_folder_loads_and_generates(tiny_lm, tmp_path):
 
 def _tree_workload(s):
     """Rollouts that branch off earlier rollouts, as a tree search does."""
+    def cut(seq, n):  # the first n tokens, stopping before EOS (nothing can follow it)
+        seq = tuple(seq[:n])
+        return seq[: next((i for i, t in enumerate(seq) if t in s.eos_ids), len(seq))]
+
     rng = np.random.default_rng(7)
     outs = []
     (a,) = s.rollout([()], 20, temperature=1.0, rng=rng)
     outs.append(a.tokens)
-    b = s.rollout([tuple(a.tokens[:5]), tuple(a.tokens[:12]), tuple(a.tokens[:19])], 10,
+    b = s.rollout([cut(a.tokens, 5), cut(a.tokens, 12), cut(a.tokens, 19)], 10,
                   temperature=1.0, rng=rng)
     outs += [r.tokens for r in b]
-    c = s.rollout([b[0].full, b[1].full[:15]], 8, temperature=1.0, rng=rng)
+    c = s.rollout([cut(b[0].full, 99), cut(b[1].full, 15)], 8, temperature=1.0, rng=rng)
     outs += [r.tokens for r in c]
-    return outs, s.logprobs([b[2].full[:-1], a.full[:3]])
+    return outs, s.logprobs([cut(b[2].full, len(b[2].full) - 1), cut(a.full, 3)])
 
 
 @pytest.mark.parametrize("cap_mb", [0.05, 0.0])

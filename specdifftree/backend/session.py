@@ -10,10 +10,24 @@ A :class:`Session` is created for one prompt. It owns the prompt's KV cache and 
 Token accounting (``tokens_processed``) counts tokens actually pushed through the model: the prompt
 once, then every continuation or generated token that is fed. Cached tokens are never counted. A
 rollout of G tokens feeds G-1 of them: the last sampled token (or EOS) needs no forward pass.
-``model_calls`` counts forward passes; a batched forward pass is one call.
+``model_calls`` counts forward passes; a batched forward pass is one call, and the prompt
+prefill one call per chunk of ``PREFILL_CHUNK`` tokens (its last token is fed on its own, as
+mlx-lm does, so that vocabulary-size logits are computed for that position only).
 
 Search code never touches the model: everything goes through this object, which is what lets the
 search library run on a toy table-LM in tests (:class:`specdifftree.search.toy.TableSession`).
+
+Per-token work stays on the device. Next-token log-probs are computed, kept and sampled from as
+MLX arrays (:mod:`specdifftree.backend.sampling`); only the chosen token ids and their log-probs
+cross to the host during a rollout, and a full vocabulary-size vector is copied to the host only
+when search code asks for it (:meth:`Session.logprobs`) or for its top-k entries
+(:meth:`Session.topk`). The log-prob cache holds device rows (a reference to the batched step's
+array and a row index, ``backend.logprob_cache_mb`` at 4 bytes per vocabulary entry). Decoding is
+pipelined as mlx-lm's ``generate_step`` is: the forward pass of step t+1 is queued
+(``mx.async_eval``) before the host reads step t's tokens; a row that then turns out to have
+ended at EOS had one token fed ahead for nothing (``stats.speculative_tokens``, not in
+``tokens_processed``). ``stats.model_time_s`` is the time spent building the model's graph plus
+the time the host waits for the device.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ import numpy as np
 from ..errors import BackendError
 from .loader import LoadedModel
 from .kvstore import PrefixKVStore
-from .sampling import decode
+from .sampling import sample, step_keys
 
 
 PREFILL_CHUNK = 2048  # prompt tokens per forward pass during prefill
@@ -63,6 +77,9 @@ class SessionStats:
     plain_logprob_sum: float = 0.0  # over tokens of rollouts sampled from p_θ (temperature 1)
     plain_tokens: int = 0
     kv_reused_tokens: int = 0  # tokens whose KV came from the prefix store instead of the model
+    # tokens fed ahead by the pipelined decode loop for rows that then ended at EOS; their result
+    # is discarded (at most one per row and rollout) and they are not in ``tokens_processed``
+    speculative_tokens: int = 0
 
 
 class Session:
@@ -85,22 +102,39 @@ class Session:
         self.eos_ids = frozenset(lm.eos_token_ids)
         self.vocab_size = lm.vocab_size
         self.stats = SessionStats(prompt_tokens=len(self.prompt))
-        per_entry = max(1, self.vocab_size * 8)
+        per_entry = max(1, self.vocab_size * 4)  # float32 device rows
         self._lp_cap = max(16, int(logprob_cache_mb * 2**20 / per_entry))
-        self._lp: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        # prefix -> (MLX (B, V) log-prob array of one forward pass, row)
+        self._lp: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
         self._prompt_cache = make_prompt_cache(lm.model)
+        self._check_cache_types(self._prompt_cache)
+        self._kv = PrefixKVStore(int(kv_cache_mb * 2**20)) if kv_cache_mb > 0 else None
+        # prefill in chunks (as mlx-lm does) so attention memory stays bounded for long prompts;
+        # as in mlx-lm, all but the last prompt token only fill the KV cache (no vocabulary-size
+        # logits for every prompt position), and the last one gives the first distribution
+        body = self.prompt[:-1]
+        for start in range(0, len(body), PREFILL_CHUNK):
+            chunk = list(body[start:start + PREFILL_CHUNK])
+            t0 = time.perf_counter()
+            self.lm.model(mx.array([chunk]), cache=self._prompt_cache)
+            mx.eval([c.state for c in self._prompt_cache])
+            self.stats.model_time_s += time.perf_counter() - t0
+            self.stats.model_calls += 1
+            self.stats.tokens_processed += len(chunk)
+        lp = self._forward(mx.array([[self.prompt[-1]]]), self._prompt_cache)
+        if body:  # the last token completes the last chunk's pass: one prefill call per chunk
+            self.stats.model_calls -= 1
+        self._wait(lp)
+        self._remember((), lp, 0)
+
+    def _check_cache_types(self, cache) -> None:
+        """The Session stores and reassembles KV rows of plain ``KVCache`` layers only."""
         from mlx_lm.models.cache import KVCache
 
-        kinds = {type(c).__name__ for c in self._prompt_cache}
-        if kinds != {"KVCache"} or not all(type(c) is KVCache for c in self._prompt_cache):
-            raise BackendError(f"model {lm.name} uses cache type(s) {sorted(kinds)}; the Session "
+        kinds = {type(c).__name__ for c in cache}
+        if kinds != {"KVCache"} or not all(type(c) is KVCache for c in cache):
+            raise BackendError(f"model {self.lm.name} uses cache type(s) {sorted(kinds)}; the Session "
                                "supports models with a plain KVCache (Llama, Qwen, Mistral, Phi, ...)")
-        self._kv = PrefixKVStore(int(kv_cache_mb * 2**20)) if kv_cache_mb > 0 else None
-        # prefill in chunks (as mlx-lm does) so attention memory stays bounded for long prompts
-        for start in range(0, len(self.prompt), PREFILL_CHUNK):
-            chunk = list(self.prompt[start:start + PREFILL_CHUNK])
-            logits = self._forward(mx.array([chunk]), self._prompt_cache)
-        self._remember((), self._to_logprobs(logits)[0])
 
     # ------------------------------------------------------------------ counters
     @property
@@ -120,25 +154,28 @@ class Session:
 
     # ------------------------------------------------------------------ model plumbing
     def _forward(self, tokens, cache, count: bool = True):
-        """One forward pass; returns logits of the last position, shape (B, V)."""
+        """One forward pass (lazy): next-token log-probs of the last position, (B, V) float32.
+
+        ``count``: add every fed token to ``tokens_processed`` (the pipelined decode loop counts
+        its rows itself)."""
         mx = self._mx
         t0 = time.perf_counter()
-        out = self.lm.model(tokens, cache=cache)
-        last = out[:, -1, :].astype(mx.float32)
-        mx.eval(last)
+        logits = self.lm.model(tokens, cache=cache)[:, -1, :].astype(mx.float32)
+        lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         self.stats.model_time_s += time.perf_counter() - t0
         self.stats.model_calls += 1
         if count:
             self.stats.tokens_processed += int(tokens.shape[0] * tokens.shape[1])
-        return last
+        return lp
 
-    def _to_logprobs(self, logits) -> np.ndarray:
-        mx = self._mx
-        lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return np.array(lp, dtype=np.float64)
+    def _wait(self, *arrays) -> None:
+        """Evaluate (block on) device arrays; the wait counts as model time."""
+        t0 = time.perf_counter()
+        self._mx.eval(*arrays)
+        self.stats.model_time_s += time.perf_counter() - t0
 
-    def _remember(self, key: tuple[int, ...], lp: np.ndarray) -> None:
-        self._lp[key] = lp
+    def _remember(self, key: tuple[int, ...], arr, row: int) -> None:
+        self._lp[key] = (arr, row)
         self._lp.move_to_end(key)
         while len(self._lp) > self._lp_cap:
             oldest = next(iter(self._lp))
@@ -147,14 +184,22 @@ class Session:
                 continue
             self._lp.popitem(last=False)
 
+    def _row(self, key: tuple[int, ...]):
+        """The cached next-token log-prob row after ``key`` (MLX (V,)), or None."""
+        hit = self._lp.get(key)
+        if hit is None:
+            return None
+        arr, row = hit
+        return arr[row]
+
     def _plan(self, prefix: tuple[int, ...]):
         """How to get prompt + ``prefix`` into a cache: ``(entry, d, lp)``.
 
         The KV of ``prefix[:d]`` is in the stored ``entry`` (None when d = 0); ``lp`` is the cached
-        next-token log-prob vector after ``prefix`` when nothing needs computing, else None and
+        next-token log-prob row after ``prefix`` when nothing needs computing, else None and
         ``prefix[d:]`` must be fed.
         """
-        lp = self._lp.get(prefix)
+        lp = self._row(prefix)
         if not prefix:
             return None, 0, lp
         entry, d = self._kv.lookup(prefix) if self._kv is not None else (None, 0)
@@ -204,7 +249,8 @@ class Session:
         return out
 
     def _prepare(self, prefixes: list[tuple[int, ...]], plans: list, room: int):
-        """Cache for prompt + each prefix (one row each) and the log-probs after each prefix.
+        """Cache for prompt + each prefix (one row each) and the log-prob row after each prefix
+        (lazy MLX (V,) arrays).
 
         Rows that share cached depth d and missing length m are fed in one forward pass; a mixed
         batch is prepared row by row and merged.
@@ -223,10 +269,10 @@ class Session:
         lps = [lp for _, _, lp in plans]
         if m:
             feed = mx.array([list(p[d:]) for p, (_, d, _) in zip(prefixes, plans)])
-            out = self._to_logprobs(self._forward(feed, cache))
+            out = self._forward(feed, cache)
             for r, p in enumerate(prefixes):
                 lps[r] = out[r]
-                self._remember(p, out[r])
+                self._remember(p, out, r)
             self._store_rows(cache, [(r if len(prefixes) > 1 else None, p) for r, p in enumerate(prefixes)])
         return cache, lps
 
@@ -257,7 +303,8 @@ class Session:
             todo.append((tokens, kv, nbytes))
         if not todo:
             return
-        mx.eval([a for _, kv, _ in todo for pair in kv for a in pair])
+        # queued, not awaited: the copies are made while the host goes on
+        mx.async_eval([a for _, kv, _ in todo for pair in kv for a in pair])
         for tokens, kv, nbytes in todo:
             self._kv.insert(tokens, kv, nbytes)
 
@@ -268,12 +315,10 @@ class Session:
         return p
 
     # ------------------------------------------------------------------ public API
-    def logprobs(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
-        """Next-token log-probs (temperature 1) after prompt + each prefix; shape (B, V)."""
+    def _rows(self, prefixes: Sequence[Sequence[int]]) -> list:
+        """Device log-prob rows after each prefix, computing what is not cached."""
         ps = [self._check_prefix(p) for p in prefixes]
-        if not ps:
-            return np.zeros((0, self.vocab_size))
-        found = {p: self._lp[p] for p in ps if p in self._lp}
+        found = {p: self._row(p) for p in ps if p in self._lp}
         groups: dict[tuple[int, int], list] = {}
         for p in dict.fromkeys(p for p in ps if p not in found):
             plan = self._plan(p)
@@ -284,45 +329,100 @@ class Session:
         for p in found:
             if p in self._lp:
                 self._lp.move_to_end(p)
-        return np.stack([found[p] for p in ps])
+        return [found[p] for p in ps]
+
+    def logprobs(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
+        """Next-token log-probs (temperature 1) after prompt + each prefix; shape (B, V), on the
+        host (float64). Prefer :meth:`topk` when only the largest entries are needed."""
+        if not prefixes:
+            return np.zeros((0, self.vocab_size))
+        rows = self._mx.stack(self._rows(prefixes))
+        self._wait(rows)
+        return np.array(rows).astype(np.float64)
+
+    def topk(self, prefixes: Sequence[Sequence[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most likely next tokens after each prefix, computed on the device: ``(ids,
+        logprobs)``, each (B, k) on the host, largest first (ties: lower id first; -inf entries
+        come last, callers drop them)."""
+        mx = self._mx
+        B, k = len(prefixes), max(0, min(int(k), self.vocab_size))
+        if B == 0 or k == 0:
+            return np.zeros((B, 0), dtype=np.int64), np.zeros((B, 0))
+        lp = mx.stack(self._rows(prefixes))
+        # a few extra candidates so ties at the k-th value are resolved by id on the host
+        kk = min(self.vocab_size, k + 8)
+        ids = mx.argpartition(-lp, kk - 1, axis=-1)[:, :kk]
+        vals = mx.take_along_axis(lp, ids, axis=-1)
+        self._wait(ids, vals)
+        ids_np, vals_np = np.array(ids).astype(np.int64), np.array(vals).astype(np.float64)
+        order = np.lexsort((ids_np, -vals_np), axis=-1)[:, :k]
+        return (np.take_along_axis(ids_np, order, axis=-1),
+                np.take_along_axis(vals_np, order, axis=-1))
 
     def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
                 temperature: float = 1.0, rng: np.random.Generator | None = None,
                 top_k: int = 0, top_p: float = 1.0) -> list[Rollout]:
-        """Generate from each prefix at once (one batched forward pass per step)."""
+        """Generate from each prefix at once (one batched forward pass per step, pipelined)."""
         mx = self._mx
-        if rng is None:
-            if temperature > 0:
-                raise ValueError("sampling with temperature > 0 needs an rng")
-            rng = np.random.default_rng(0)
+        if rng is None and temperature > 0:
+            raise ValueError("sampling with temperature > 0 needs an rng")
         prefixes = [self._check_prefix(p) for p in prefixes]
         B = len(prefixes)
         if B == 0 or max_new_tokens <= 0:
             return [Rollout(p, [], [], False) for p in prefixes]
-        batch_cache, lps = self._prepare(prefixes, [self._plan(p) for p in prefixes],
-                                         room=max_new_tokens)
+        cache, lps = self._prepare(prefixes, [self._plan(p) for p in prefixes], room=max_new_tokens)
         batched = B > 1
+        keys = step_keys(rng, max_new_tokens) if temperature > 0 else None
 
-        def advance(active, done_rows, keep_rows, seqs):
+        def draw(lp, step):
+            toks, tlp = sample(lp, temperature, None if keys is None else keys[step], top_k, top_p)
+            t0 = time.perf_counter()
+            mx.async_eval(toks, tlp)  # returns at once on a GPU; the CPU backend computes here
+            self.stats.model_time_s += time.perf_counter() - t0
+            return toks, tlp
+
+        toks, tlp = draw(mx.stack(lps) if batched else lps[0][None], 0)
+        seqs: list[list[int]] = [[] for _ in range(B)]
+        seq_lps: list[list[float]] = [[] for _ in range(B)]
+        finished = [False] * B
+        active = list(range(B))
+        for step in range(max_new_tokens):
+            last = step + 1 == max_new_tokens
+            if not last:  # queue step t+1 on the device before reading step t
+                nxt_lp = self._forward(toks[:, None], cache, count=False)
+                nxt_toks, nxt_tlp = draw(nxt_lp, step + 1)
+            self._wait(toks, tlp)
+            keep_rows, done_rows = [], []
+            for r, (i, t, lp_t) in enumerate(zip(active, toks.tolist(), tlp.tolist())):
+                seqs[i].append(t)
+                seq_lps[i].append(lp_t)
+                if t in self.eos_ids:
+                    finished[i] = True
+                    done_rows.append(r)
+                elif last:
+                    done_rows.append(r)
+                else:
+                    keep_rows.append(r)
             # keep the KV of finished rows (every token but the unfed last one)
-            self._store_rows(batch_cache, [(r if batched else None,
-                                            prefixes[active[r]] + tuple(seqs[active[r]][:-1]))
-                                           for r in done_rows])
+            self._store_rows(cache, [(r if batched else None, prefixes[active[r]] + tuple(seqs[active[r]][:-1]))
+                                     for r in done_rows])
             if not keep_rows:
-                return None
-            if done_rows and batched:
+                if not last:
+                    self.stats.speculative_tokens += len(active)
+                break
+            self.stats.tokens_processed += len(keep_rows)
+            self.stats.speculative_tokens += len(done_rows)
+            for r in keep_rows:
+                i = active[r]
+                self._remember(prefixes[i] + tuple(seqs[i]), nxt_lp, r)
+            if done_rows:
                 idx = mx.array(keep_rows)
-                for c in batch_cache:
-                    c.filter(idx)
-            ids = [active[r] for r in keep_rows]
-            logits = self._forward(mx.array([[seqs[i][-1]] for i in ids]), batch_cache)
-            out = self._to_logprobs(logits)
-            for r, i in enumerate(ids):
-                self._remember(prefixes[i] + tuple(seqs[i]), out[r])
-            return out
-
-        seqs, seq_lps, finished = decode(np.stack(lps), max_new_tokens, self.eos_ids, advance,
-                                         temperature=temperature, rng=rng, top_k=top_k, top_p=top_p)
+                if batched:
+                    for c in cache:
+                        c.filter(idx)
+                nxt_toks, nxt_tlp = nxt_toks[idx], nxt_tlp[idx]
+            toks, tlp = nxt_toks, nxt_tlp
+            active = [active[r] for r in keep_rows]
         if temperature == 1.0 and not top_k and top_p >= 1.0:  # plain sampling from p_θ
             self.stats.plain_logprob_sum += float(sum(sum(x) for x in seq_lps))
             self.stats.plain_tokens += sum(len(x) for x in seq_lps)
@@ -334,25 +434,24 @@ class Session:
         Uses cached log-probs where every step is cached; otherwise one extra forward pass whose
         tokens are counted in ``stats.eval_tokens`` (not in ``tokens_processed``).
         """
-        toks = [int(t) for t in tokens]
-        total, missing = 0.0, False
-        for i, t in enumerate(toks):
-            lp = self._lp.get(tuple(toks[:i]))
-            if lp is None:
-                missing = True
-                break
-            total += float(lp[t])
-        if not missing:
-            return total, 0
         mx = self._mx
+        toks = [int(t) for t in tokens]
+        if not toks:
+            return 0.0, 0
+        rows = [self._row(tuple(toks[:i])) for i in range(len(toks))]
+        if all(r is not None for r in rows):
+            vals = mx.stack([r[t] for r, t in zip(rows, toks)])
+            self._wait(vals)
+            return float(np.array(vals).astype(np.float64).sum()), 0
         feed = toks[:-1]
         cache = self._build([(None, 0)], room=len(feed))  # the distribution of toks[0] is the prompt's, always cached
         t0 = time.perf_counter()
         out = self.lm.model(mx.array([feed]), cache=cache)[0].astype(mx.float32)
         lp_all = out - mx.logsumexp(out, axis=-1, keepdims=True)
-        mx.eval(lp_all)
+        picked = mx.take_along_axis(lp_all, mx.array(toks[1:])[:, None], axis=-1)[:, 0]
+        first = self._row(())[toks[0]]
+        mx.eval(picked, first)
         self.stats.model_time_s += time.perf_counter() - t0
         self.stats.eval_tokens += len(feed)
-        lp_np = np.array(lp_all, dtype=np.float64)
-        total = float(self._lp[()][toks[0]]) + float(sum(lp_np[i, t] for i, t in enumerate(toks[1:])))
+        total = float(np.array(first).astype(np.float64)) + float(np.array(picked).astype(np.float64).sum())
         return total, len(feed)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
-from .numerics import topk_finite
+from .numerics import topk_next
 from .stats import sample_stats
 from .tree import Tree
 
@@ -47,11 +47,11 @@ class Beam(Method):
             if left is not None and cost > 0 and cost > left:
                 stopped = True
                 break
-            lps = session.logprobs([tree.prefix(n) for _, n in alive])
+            nxt = topk_next(session, [tree.prefix(n) for _, n in alive], self.k)
             cands = [(s, n) for s, n in beam if tree.terminal[n]]
-            for (s, n), lp in zip(alive, lps):
-                for a in topk_finite(lp, self.k):
-                    cands.append((s + float(lp[a]), tree.add_child(n, int(a), float(lp[a]))))
+            for (s, n), (ids, lps) in zip(alive, nxt):
+                for a, lp in zip(ids, lps):
+                    cands.append((s + lp, tree.add_child(n, a, lp)))
             order = sorted(range(len(cands)), key=lambda i: (-cands[i][0], i))
             beam = [cands[i] for i in order[: self.k]]
         finished = [n for _, n in beam if tree.terminal[n]]

@@ -43,7 +43,7 @@ import numpy as np
 
 from .base import check_positive
 from .engine import Run, TreeSearch
-from .numerics import gumbel_argmax, logsumexp, topk_finite
+from .numerics import gumbel_argmax, logsumexp, topk_next
 from .tree import log_rest_mass
 
 
@@ -58,9 +58,9 @@ class MaxEntTS(TreeSearch):
 
     def expand(self, run: Run, x: int) -> None:
         t = run.tree
-        lp = run.session.logprobs([t.prefix(x)])[0]
-        for a in topk_finite(lp, self.expansion_k):
-            t.add_child(x, int(a), float(lp[a]))
+        ((toks, lps),) = topk_next(run.session, [t.prefix(x)], self.expansion_k)
+        for a, v in zip(toks, lps):
+            t.add_child(x, a, v)
         t.expanded[x] = True
 
     def select(self, run: Run) -> int | None:

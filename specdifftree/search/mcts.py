@@ -30,7 +30,7 @@ import numpy as np
 
 from .base import check_choice, check_positive
 from .engine import Run, TreeSearch
-from .numerics import gumbel_topk, topk_finite
+from .numerics import gumbel_topk, topk_next
 
 
 class MCTS(TreeSearch):
@@ -43,13 +43,14 @@ class MCTS(TreeSearch):
 
     def expand(self, run: Run, x: int) -> None:
         t = run.tree
-        lp = run.session.logprobs([t.prefix(x)])[0]
         if self.expansion == "topk":
-            toks = topk_finite(lp, self.expansion_k)
+            ((toks, lps),) = topk_next(run.session, [t.prefix(x)], self.expansion_k)
         else:
+            lp = run.session.logprobs([t.prefix(x)])[0]
             toks = gumbel_topk(lp, self.expansion_k, run.rng)
-        for a in toks:
-            t.add_child(x, int(a), float(lp[a]))
+            lps = [float(lp[a]) for a in toks]
+        for a, v in zip(toks, lps):
+            t.add_child(x, int(a), v)
         t.expanded[x] = True
 
     def select(self, run: Run) -> int | None:

@@ -78,6 +78,22 @@ def topk_finite(logw, k: int) -> np.ndarray:
     return order[: min(int(k), int(ok.sum()))]
 
 
+def topk_next(session, prefixes, k: int) -> list[tuple[list[int], list[float]]]:
+    """Per prefix, the k most likely next tokens with p_θ > 0 and their log-probs, largest first
+    (ties: lower id first) — what an expansion reads. A model Session answers on the device
+    (``session.topk``: only k entries per row reach the host); other sessions (the toy table-LM)
+    from their full log-prob rows with :func:`topk_finite`."""
+    if hasattr(session, "topk"):
+        ids, vals = session.topk(prefixes, k)
+        return [([int(a) for a, v in zip(i, lv) if math.isfinite(v)],
+                 [float(v) for v in lv if math.isfinite(v)]) for i, lv in zip(ids, vals)]
+    out = []
+    for lp in session.logprobs(prefixes):
+        idx = topk_finite(lp, k)
+        out.append(([int(a) for a in idx], [float(lp[a]) for a in idx]))
+    return out
+
+
 def minmax_normalise(v, lo: float, hi: float) -> np.ndarray:
     """(v - lo) / (hi - lo), or 0.5 everywhere while the range is empty (one reward seen)."""
     v = np.asarray(v, dtype=np.float64)
