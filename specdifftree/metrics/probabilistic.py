@@ -28,6 +28,10 @@ and upper bounds L_t, U_t (the α/2 and 1 − α/2 quantiles),
 
 with the same scale s as MASE. **Coverage**: the share of steps with L_t ≤ y_t ≤ U_t.
 
+A single sample (a point forecast, e.g. greedy or a classical method) has no interval: ``msis``,
+``coverage`` and the quantiles are then null; ``crps`` and ``crps_mase`` are its absolute-error
+scores.
+
 **Weighted quantile loss** (``wql``): Σ_q Σ_t 2·ρ_q(y_t − Q_q,t) / Σ_t |y_t|, averaged over the
 levels (the quantile-grid approximation of ``crps`` used by GluonTS and Chronos).
 """
@@ -132,7 +136,10 @@ def distribution_scores(samples, y, x_insample, m: int, alpha: float = 0.05,
     q = quantiles(s, lv)
     lo = np.quantile(s, alpha / 2, axis=0)
     up = np.quantile(s, 1 - alpha / 2, axis=0)
+    point = s.shape[0] == 1  # a point forecast: no interval to score
     return {"n_forecast_samples": int(s.shape[0]),
             "crps": crps(s, y), "crps_mase": crps_mase(s, y, x_insample, m),
-            "msis": msis(lo, up, y, x_insample, m, alpha), "coverage": coverage(lo, up, y),
-            "wql": wql(q, y, lv), "quantile_levels": list(lv), "quantiles": q}
+            "msis": None if point else msis(lo, up, y, x_insample, m, alpha),
+            "coverage": None if point else coverage(lo, up, y),
+            "wql": wql(q, y, lv), "quantile_levels": None if point else list(lv),
+            "quantiles": None if point else q}
