@@ -8,8 +8,18 @@ reads every ``results.jsonl``, ``summary.csv`` and ``job.json`` below the dir an
   mean ± sd over seeds of every metric of ``summary.csv`` (accuracy, reward, tokens, calls, time);
 * ``report.csv`` — the same numbers, one row per method × dataset × variant, columns
   ``<metric>_mean`` and ``<metric>_sd``;
-* ``figures/reward_vs_tokens.png``, ``figures/accuracy.png`` (sMAPE, MASE, OWA per method) and
-  ``figures/forecasts.png`` (forecasts vs truth for a few series).
+* ``report.tex`` — the accuracy and cost tables as LaTeX (booktabs) tables;
+* ``anytime.csv`` — from ``samples.jsonl``: best reward so far, sMAPE of the best and of the
+  median answer, and CRPS of the continuations so far, at every power-of-two token budget
+  (mean and 95% band over series; :mod:`specdifftree.anytime`);
+* ``figures/<name>.{png,pdf,svg}`` (vector PDF/SVG beside the PNG): ``reward_vs_tokens``,
+  ``accuracy`` (sMAPE, MASE, OWA per method), ``forecasts`` (forecasts vs truth for a few series)
+  and ``anytime`` (the curves of ``anytime.csv`` on a log-2 token axis).
+
+Swept values sort numerically (``budget.tokens=800`` before ``1600``); axes name the reward
+(``reward_name`` of the rows) and the budget unit; a line joins two or more points only. The
+report flags every method × dataset × variant with errors, an invalid-output rate, or reward
+failures. Other modules add sections through :func:`register_section`.
 
 A *variant* is what distinguishes jobs beyond method, dataset and seed: the overrides (from
 ``job.json``) that differ between the jobs of the dir, e.g. ``budget.tokens=2000`` in a budget
@@ -23,7 +33,8 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +53,13 @@ METRICS = {
     "perplexity": ("perplexity", "{:.3g}"), "mean_logprob": ("mean log-prob", "{:.3f}"),
     "tokens_processed": ("tokens/sample", "{:.0f}"), "model_calls": ("model calls/sample", "{:.0f}"),
     "time_s": ("s/sample", "{:.3f}"), "n": ("samples", "{:.0f}"), "errors": ("errors", "{:.0f}"),
+    "crps": ("CRPS", "{:.4f}"), "crps_mase": ("CRPS/MASE scale", "{:.3f}"),
+    "msis": ("MSIS", "{:.3f}"), "coverage": ("95% coverage", "{:.0%}"), "wql": ("WQL", "{:.4f}"),
+    "n_forecast_samples": ("samples/set", "{:.1f}"),
 }
 ACCURACY = ["smape", "mase", "owa", "valid_rate", "reward", "perplexity", "mean_logprob"]
 COST = ["tokens_processed", "model_calls", "time_s", "n", "errors"]
+DISTRIBUTION = ["crps", "crps_mase", "msis", "coverage", "wql", "n_forecast_samples"]
 
 
 @dataclass
@@ -55,6 +70,27 @@ class Collected:
     summary: pd.DataFrame   # one row per run dir × (method, dataset, seed), plus run_dir, variant
     rows: pd.DataFrame      # results.jsonl rows, plus run_dir, variant
     jobs: pd.DataFrame      # job.json records, plus job_dir
+    samples: pd.DataFrame = field(default_factory=pd.DataFrame)  # samples.jsonl lines
+    anytime: pd.DataFrame = field(default_factory=pd.DataFrame)  # anytime.curves of samples
+
+
+#: extra report.md sections: functions (Collected, aggregate) -> markdown text ("" for none)
+SECTIONS: list[Callable[[Collected, pd.DataFrame], str]] = []
+
+
+def register_section(fn: Callable[[Collected, pd.DataFrame], str]):
+    """Add a section to every report.md (appended after the result tables, in order)."""
+    if fn not in SECTIONS:
+        SECTIONS.append(fn)
+    return fn
+
+
+def natural_key(text) -> tuple:
+    """Sort key that orders the numbers inside a string numerically ("k=800" < "k=1600")."""
+    import re
+
+    parts = re.split(r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)", str(text))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -107,9 +143,14 @@ def collect(root: str | Path) -> Collected:
         raise DataError(f"report: no {RESULTS_FILE}, {SUMMARY_FILE} or {JOB_FILE} under {root}")
     overrides = {d: list((_read_job(d / JOB_FILE) or {}).get("overrides") or []) for d in run_dirs}
     var = variants(overrides)
-    summaries, rows = [], []
+    summaries, rows, sample_rows = [], [], []
+    from .rollouts import read_samples
+
     for d in run_dirs:
         rs = read_results(d)
+        for r in read_samples(d):
+            r["run_dir"], r["variant"] = str(d), var.get(d, "")
+            sample_rows.append(r)
         s = None
         if (d / SUMMARY_FILE).is_file():
             try:
@@ -128,7 +169,8 @@ def collect(root: str | Path) -> Collected:
     summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     if not summary.empty:
         summary = summary[summary["method"].notna()].reset_index(drop=True)
-    return Collected(root, summary, pd.DataFrame(rows), pd.DataFrame(jobs))
+    return Collected(root, summary, pd.DataFrame(rows), pd.DataFrame(jobs),
+                     pd.DataFrame(sample_rows))
 
 
 # ---------------------------------------------------------------------------------- aggregate
@@ -158,7 +200,43 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}_mean"] = float(v.mean()) if v.size else float("nan")
             row[f"{m}_sd"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
         out.append(row)
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    order = sorted(range(len(df)), key=lambda i: tuple(natural_key(df.iloc[i][k]) for k in KEYS))
+    return df.iloc[order].reset_index(drop=True)
+
+
+def reward_label(rows: pd.DataFrame) -> str:
+    """'reward (<name>)' from the rows' reward_name (several names are listed)."""
+    names = []
+    if not rows.empty and "reward_name" in rows:
+        names = sorted({str(n) for n in rows["reward_name"].dropna().unique()})
+    return f"reward ({', '.join(names)})" if names else "reward"
+
+
+def flags(col: Collected, agg: pd.DataFrame) -> list[str]:
+    """One line per method × dataset × variant whose samples had errors, invalid outputs or
+    reward failures (from the per-sample rows)."""
+    if col.rows.empty:
+        return []
+    out = []
+    for key, g in col.rows.groupby(KEYS, sort=False, dropna=False):
+        n = len(g)
+        errs = int(g["error"].notna().sum()) if "error" in g else 0
+        valid = float(pd.to_numeric(g.get("valid"), errors="coerce").fillna(0).mean()) \
+            if "valid" in g else 1.0
+        rf = int(pd.to_numeric(g.get("reward_failures"), errors="coerce").fillna(0).sum()) \
+            if "reward_failures" in g else 0
+        what = []
+        if errs:
+            what.append(f"{errs} of {n} samples failed")
+        if valid < 1.0:
+            what.append(f"valid outputs {valid:.0%}")
+        if rf:
+            what.append(f"{rf} reward failures")
+        if what:
+            label = " / ".join(str(k) for k in key if str(k) not in ("", "nan"))
+            out.append(f"- **{label}**: " + "; ".join(what))
+    return sorted(out, key=natural_key)
 
 
 def _fmt(metric: str, mean: float, sd: float) -> str:
@@ -207,8 +285,10 @@ def markdown(col: Collected, agg: pd.DataFrame, figures: list[Path], out_dir: Pa
               "time in seconds per sample.", ""]
     metrics = metric_columns(col.summary)
     groups = [("Accuracy", [m for m in metrics if m in ACCURACY]),
+              ("Sample sets (CRPS, 95% intervals)", [m for m in metrics if m in DISTRIBUTION]),
               ("Cost", [m for m in metrics if m in COST]),
-              ("Other metrics", [m for m in metrics if m not in ACCURACY and m not in COST])]
+              ("Other metrics", [m for m in metrics
+                                 if m not in ACCURACY and m not in COST and m not in DISTRIBUTION])]
     has_variant = bool((agg["variant"].astype(str) != "").any())
     for title, ms in groups:
         if not ms:
@@ -222,11 +302,83 @@ def markdown(col: Collected, agg: pd.DataFrame, figures: list[Path], out_dir: Pa
             cells += [_fmt(m, r[f"{m}_mean"], r[f"{m}_sd"]) for m in ms]
             rows.append(cells)
         parts += [f"### {title}", "", _md_table(header, rows), ""]
+    flagged = flags(col, agg)
+    if flagged:
+        parts += ["## Flags", "", "Means above include these samples (scored as the last value "
+                  "repeated when the output did not parse or the sample failed).", "", *flagged, ""]
+    anytime = getattr(col, "anytime", None)
+    if anytime is not None and not anytime.empty:
+        parts += [anytime_markdown(anytime, reward_label(col.rows)), ""]
+    for section in SECTIONS:
+        text = section(col, agg)
+        if text:
+            parts += [text, ""]
     if figures:
         parts += ["## Figures", ""]
         base = out_dir or col.root
         parts += [f"![{p.stem}]({p.relative_to(base).as_posix()})" for p in figures] + [""]
     return "\n".join(parts)
+
+
+def anytime_markdown(any_df: pd.DataFrame, reward: str) -> str:
+    """The anytime table: best reward so far and sMAPE of the median answer per budget."""
+    parts = ["## Anytime: one run, every budget (from samples.jsonl)", "",
+             f"Mean over series (± half-width of the 95% band) of the best {reward} found and of "
+             "the sMAPE (%) of the median of the continuations scored, when the search had "
+             "processed at most the given tokens per sample (prompt included).", ""]
+    labels = [(k, g) for k, g in any_df.groupby(["dataset", "method", "variant"], sort=False,
+                                                dropna=False)]
+    labels.sort(key=lambda kg: tuple(natural_key(x) for x in kg[0]))
+    rows = []
+    for (ds, method, variant), g in labels:
+        for _, r in g.sort_values("tokens").iterrows():
+            def cell(q):
+                m, hi = r[f"{q}_mean"], r[f"{q}_hi"]
+                if not math.isfinite(m):
+                    return "–"
+                return f"{m:.4g}" + (f" ± {hi - m:.2g}" if math.isfinite(hi) else "")
+            rows.append([str(ds), str(method) + (f" [{variant}]" if variant else ""),
+                         f"{r['tokens']:.0f}", str(int(r["n_series"])), cell("best_reward"),
+                         cell("smape_median"), cell("crps")])
+    parts.append(_md_table(["dataset", "method", "tokens ≤", "series", f"best {reward}",
+                            "sMAPE of median (%)", "CRPS"], rows))
+    return "\n".join(parts)
+
+
+def latex(col: Collected, agg: pd.DataFrame) -> str:
+    """report.tex: the accuracy and cost tables (mean ± sd over seeds), booktabs style."""
+    def esc(text) -> str:
+        rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+               "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+               "^": r"\textasciicircum{}"}
+        return "".join(rep.get(c, c) for c in str(text))
+
+    lines = ["% written by python -m specdifftree.report; needs \\usepackage{booktabs}",
+             f"% source: {esc(col.root)}"]
+    if agg.empty:
+        return "\n".join(lines + ["% no scored samples"]) + "\n"
+    metrics = metric_columns(col.summary)
+    has_variant = bool((agg["variant"].astype(str) != "").any())
+    for title, ms in (("Accuracy", [m for m in metrics if m in ACCURACY]),
+                      ("Cost", [m for m in metrics if m in COST]),
+                      ("Sample sets", [m for m in metrics if m in DISTRIBUTION])):
+        if not ms:
+            continue
+        head = ["method", "dataset"] + (["variant"] if has_variant else []) + ["seeds"]
+        head += [METRICS.get(m, (m,))[0] for m in ms]
+        lines += ["", "\\begin{table}[t]", "\\centering", "\\small",
+                  f"\\caption{{{esc(title)} (mean $\\pm$ sd over seeds).}}",
+                  "\\begin{tabular}{" + "l" * (len(head) - len(ms)) + "r" * len(ms) + "}",
+                  "\\toprule", " & ".join(esc(h) for h in head) + " \\\\", "\\midrule"]
+        for _, r in agg.iterrows():
+            cells = [r["method"], r["dataset"]] + ([r["variant"]] if has_variant else [])
+            cells.append(r["n_seeds"])
+            cells = [esc(c) for c in cells]
+            cells += [esc(_fmt(m, r[f"{m}_mean"], r[f"{m}_sd"])).replace("±", "$\\pm$")
+                      .replace("–", "--") for m in ms]
+            lines.append(" & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -250,7 +402,7 @@ def _datasets_axes(n: int, width: float = 5.5, height: float = 4.2, max_cols: in
     return fig, list(axes.flat[:n])
 
 
-def fig_reward_vs_tokens(summary: pd.DataFrame, agg: pd.DataFrame):
+def fig_reward_vs_tokens(summary: pd.DataFrame, agg: pd.DataFrame, reward: str = "reward"):
     """Mean reward vs tokens processed per sample, one panel per dataset; None without data."""
     need = {"reward", "tokens_processed"}
     if summary.empty or not need <= set(summary.columns):
@@ -264,6 +416,9 @@ def fig_reward_vs_tokens(summary: pd.DataFrame, agg: pd.DataFrame):
         ax.scatter(s["tokens_processed"], s["reward"], s=12, alpha=0.35,
                    c=[colors[m] for m in s["method"]], linewidths=0)
         for i, (method, g) in enumerate(a.groupby("method")):
+            g = g.dropna(subset=["tokens_processed_mean", "reward_mean"])
+            if g.empty:
+                continue
             g = g.sort_values("tokens_processed_mean")
             marker = "osD^vP*X"[i % 8]
             ax.errorbar(g["tokens_processed_mean"], g["reward_mean"],
@@ -276,10 +431,11 @@ def fig_reward_vs_tokens(summary: pd.DataFrame, agg: pd.DataFrame):
             ax.set_xscale("symlog", linthresh=max(1.0, float(pos.min())))
         ax.set_title(ds)
         ax.set_xlabel("tokens processed per sample (prompt + generated)")
-        ax.set_ylabel("mean reward per sample")
+        ax.set_ylabel(f"mean {reward} per sample")
         ax.grid(alpha=0.3)
         ax.legend(title="method (mean ± sd over seeds)", fontsize=8, title_fontsize=8)
-    fig.suptitle("Reward vs compute (small dots: one seed)")
+    fig.suptitle(f"{reward[0].upper()}{reward[1:]} vs compute (small dots: one seed; "
+                 "lines join the budgets of one method)")
     fig.tight_layout()
     return fig
 
@@ -364,19 +520,74 @@ def fig_forecasts(rows: pd.DataFrame, max_series: int = 4):
     return fig
 
 
+ANYTIME_PANELS = (("best_reward", "best {reward} so far", "higher is better"),
+                  ("smape_median", "sMAPE (%) of the median", "lower is better"),
+                  ("crps", "CRPS (normalised) of the set", "lower is better"))
+
+
+def fig_anytime(any_df: pd.DataFrame, reward: str = "reward"):
+    """Anytime curves (rows: datasets; columns: quantities) on a log-2 token axis; bands: 95%
+    over series. None without data."""
+    from matplotlib.figure import Figure
+
+    if any_df is None or any_df.empty:
+        return None
+    datasets = sorted(any_df["dataset"].astype(str).unique(), key=natural_key)
+    fig = Figure(figsize=(5.2 * len(ANYTIME_PANELS), 3.9 * len(datasets)))
+    axes = fig.subplots(len(datasets), len(ANYTIME_PANELS), squeeze=False)
+    labels = {k: f"{k[0]} [{k[1]}]" if k[1] else str(k[0])
+              for k in any_df.groupby(["method", "variant"], dropna=False).groups}
+    colors = _colors(labels.values())
+    for row, ds in enumerate(datasets):
+        d = any_df[any_df["dataset"].astype(str) == ds]
+        for ax, (q, title, better) in zip(axes[row], ANYTIME_PANELS):
+            for key, g in sorted(d.groupby(["method", "variant"], dropna=False),
+                                 key=lambda kg: tuple(natural_key(x) for x in kg[0])):
+                g = g.sort_values("tokens")
+                g = g[np.isfinite(g[f"{q}_mean"])]
+                if g.empty:
+                    continue
+                lab = labels[key]
+                if len(g) >= 2:
+                    ax.plot(g["tokens"], g[f"{q}_mean"], "-o", markersize=3, color=colors[lab],
+                            label=lab)
+                    ax.fill_between(g["tokens"], g[f"{q}_lo"], g[f"{q}_hi"], alpha=0.18,
+                                    color=colors[lab], linewidth=0)
+                else:  # one budget: a point with its interval, never a line
+                    ax.errorbar(g["tokens"], g[f"{q}_mean"],
+                                yerr=(g[f"{q}_hi"] - g[f"{q}_mean"]).fillna(0), fmt="o",
+                                color=colors[lab], label=lab, capsize=3)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("tokens processed per sample (prompt + generated), log2 scale")
+            ax.set_ylabel(title.format(reward=reward) + f", {better}")
+            ax.set_title(f"{title.format(reward=reward)} — {ds}", fontsize=10)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=7, title="method (band: 95% over series)", title_fontsize=7)
+    fig.suptitle("Anytime performance from one run per method (samples.jsonl)")
+    fig.tight_layout()
+    return fig
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
 def make_figures(col: Collected, agg: pd.DataFrame, out_dir: Path, max_series: int = 4) -> list[Path]:
+    """Write every figure as PNG (120 dpi) and vector PDF and SVG; returns the PNG paths."""
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
+    reward = reward_label(col.rows)
     made = []
-    for name, make in (("reward_vs_tokens", lambda: fig_reward_vs_tokens(col.summary, agg)),
+    anytime = getattr(col, "anytime", None)
+    for name, make in (("reward_vs_tokens", lambda: fig_reward_vs_tokens(col.summary, agg, reward)),
                        ("accuracy", lambda: fig_accuracy(agg)),
-                       ("forecasts", lambda: fig_forecasts(col.rows, max_series=max_series))):
+                       ("forecasts", lambda: fig_forecasts(col.rows, max_series=max_series)),
+                       ("anytime", lambda: fig_anytime(anytime, reward))):
         fig = make()
         if fig is None:
             continue
-        path = fig_dir / f"{name}.png"
-        fig.savefig(path, dpi=120)
-        made.append(path)
+        for ext in FIGURE_FORMATS:
+            fig.savefig(fig_dir / f"{name}.{ext}", **({"dpi": 120} if ext == "png" else {}))
+        made.append(fig_dir / f"{name}.png")
     return made
 
 
@@ -385,15 +596,22 @@ def make_figures(col: Collected, agg: pd.DataFrame, out_dir: Path, max_series: i
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, figures: bool = True,
                  max_series: int = 4) -> dict:
     """Write report.md, report.csv and figures/*.png; returns their paths and the aggregate."""
+    from .anytime import curves
+
     col = collect(run_dir)
     out = Path(out_dir) if out_dir is not None else col.root
     out.mkdir(parents=True, exist_ok=True)
     agg = aggregate(col.summary)
+    col.anytime = curves(col.samples, col.rows) if not col.samples.empty else pd.DataFrame()
     figs = make_figures(col, agg, out, max_series=max_series) if figures and not agg.empty else []
     agg.to_csv(out / "report.csv", index=False)
+    if not col.anytime.empty:
+        col.anytime.to_csv(out / "anytime.csv", index=False)
     (out / "report.md").write_text(markdown(col, agg, figs, out))
-    return {"report_md": out / "report.md", "report_csv": out / "report.csv", "figures": figs,
-            "aggregate": agg, "collected": col}
+    (out / "report.tex").write_text(latex(col, agg))
+    return {"report_md": out / "report.md", "report_csv": out / "report.csv",
+            "report_tex": out / "report.tex", "figures": figs, "aggregate": agg,
+            "collected": col}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "multirun dir, from its results files.")
     p.add_argument("dir", help="run dir (holding results.jsonl) or multirun dir (job subdirs)")
     p.add_argument("--out", default=None, help="where to write (default: the dir itself)")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--max-series", type=int, default=4, help="series in forecasts.png (default 4)")
     args = p.parse_args(argv)
     from .errors import SpecDiffTreeError
@@ -413,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecDiffTreeError as exc:
         print(f"specdifftree: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"wrote {res['report_md']}, {res['report_csv']}"
+    print(f"wrote {res['report_md']}, {res['report_csv']}, {res['report_tex']}"
           + "".join(f", {f}" for f in res["figures"]))
     return 0
 

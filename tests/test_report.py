@@ -142,3 +142,112 @@ def test_report_errors_are_one_line(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert rep.returncode == 2
         assert rep.stderr.strip().count("\n") == 0 and needle in rep.stderr, rep.stderr
+
+
+# ------------------------------------------------------------------ sample sets, anytime, formats
+
+def _samples(path, method, sid, rows):
+    """samples.jsonl lines of one series: rows = [(tokens, reward, forecast, valid)]."""
+    with (path / "samples.jsonl").open("a") as fh:
+        for i, (tok, rew, fc, ok) in enumerate(rows):
+            fh.write(json.dumps({"method": method, "dataset": "d1", "seed": 0, "series_id": sid,
+                                 "sample_index": 0, "rollout": i, "tokens": tok, "reward": rew,
+                                 "forecast": fc, "valid": ok, "text": "", "answer": False}) + "\n")
+
+
+def test_anytime_curves_follow_the_token_budget_rule(tmp_path):
+    from specdifftree.anytime import curves
+
+    row = _row("bon", 0, "s1", 10.0, 900)
+    row.update(truth=[10.0, 10.0, 10.0], reward_name="oracle_smape")
+    _write_run(tmp_path, [row])
+    # rollouts finish at 300, 500, 700 and 900 tokens; rewards 1, 3, 2, 5
+    _samples(tmp_path, "bon", "s1", [(300, 1.0, [8, 8, 8], True), (500, 3.0, [12, 12, 12], True),
+                                     (700, 2.0, [9, 9, 9], True), (900, 5.0, [10, 10, 10], False)])
+    res = build_report(tmp_path)
+    df = pd.read_csv(tmp_path / "anytime.csv").fillna({"variant": ""})
+    assert list(df["tokens"]) == [512.0, 1024.0]  # powers of two from the first row to the last
+    # budget 512: a search stops after the first rollout finished at or beyond it -> rows 1..3
+    first = df.iloc[0]
+    assert first["best_reward_mean"] == 3.0 and first["n_series"] == 1
+    # the median of the valid forecasts so far is 9 at every step: sMAPE 200·1/19
+    assert first["smape_median_mean"] == pytest.approx(200 / 19)
+    assert first["smape_best_mean"] == pytest.approx(200 * 2 / 22)  # best so far: the 12s
+    # budget 1024: all four rows; the best (reward 5) is the exact one, the invalid row stays
+    # out of the median
+    second = df.iloc[1]
+    assert second["best_reward_mean"] == 5.0 and second["smape_best_mean"] == 0.0
+    assert second["smape_median_mean"] == pytest.approx(200 / 19)
+    assert not math.isfinite(first["best_reward_lo"])  # one series: no band
+    md = (tmp_path / "report.md").read_text()
+    assert "## Anytime" in md and "best reward (oracle_smape)" in md
+    assert res["figures"] and (tmp_path / "figures" / "anytime.pdf").read_bytes()[:4] == b"%PDF"
+    curves_again = curves(res["collected"].samples, res["collected"].rows)
+    pd.testing.assert_frame_equal(curves_again.reset_index(drop=True), df, check_dtype=False)
+
+
+def test_swept_values_sort_numerically_and_tables_export(tmp_path):
+    for i, budget in enumerate((1600, 800, 12800)):
+        d = tmp_path / str(i)
+        _job(d, i, ["method=m", f"budget.tokens={budget}", "seed=0"])
+        rows = [_row("m", 0, "s1", 10.0, budget), _row("m", 0, "s2", 12.0, budget)]
+        rows[1].update(valid=False, error="ValueError: bad" if budget == 800 else None)
+        _write_run(d, rows)
+    res = build_report(tmp_path)
+    assert list(res["aggregate"]["variant"]) == ["budget.tokens=800", "budget.tokens=1600",
+                                                 "budget.tokens=12800"]
+    tex = (tmp_path / "report.tex").read_text()
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") >= 2
+    assert "budget.tokens=800" in tex and "12.00 $\\pm$" not in tex  # one seed: no sd
+    assert "10.0" not in tex or "\\%" in tex  # percent signs escaped
+    md = (tmp_path / "report.md").read_text()
+    flags = md.split("## Flags", 1)[1].split("##", 1)[0]
+    assert "m / d1 / budget.tokens=800**: 1 of 2 samples failed; valid outputs 50%" in flags
+    assert "budget.tokens=1600**: valid outputs 50%" in flags
+    import xml.etree.ElementTree as ET
+
+    for name in ("reward_vs_tokens", "accuracy", "forecasts"):
+        assert (tmp_path / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+        assert ET.parse(tmp_path / "figures" / f"{name}.svg").getroot().tag.endswith("svg")
+
+
+def test_no_single_point_curves_and_the_reward_is_named(tmp_path):
+    from specdifftree.report import fig_anytime, fig_reward_vs_tokens
+
+    rows = [dict(_row(m, 0, "s1", 10.0, t), reward_name="spectral") for m, t in (("a", 100),
+                                                                               ("b", 400))]
+    for i, r in enumerate(rows):
+        _write_run(tmp_path / str(i), [r])
+    res = build_report(tmp_path, figures=False)
+    col, agg = res["collected"], res["aggregate"]
+    fig = fig_reward_vs_tokens(col.summary, agg, "reward (spectral)")
+    ax = fig.axes[0]
+    assert "spectral" in ax.get_ylabel() and "tokens" in ax.get_xlabel()
+    assert all(len(line.get_xdata()) <= 1 or line.get_linestyle() == "None"
+               for line in ax.get_lines())
+    one_budget = pd.DataFrame([{"method": "a", "variant": "", "dataset": "d1", "tokens": 512.0,
+                                "n_series": 1, **{f"{q}_{s}": 1.0 for q in
+                                                  ("best_reward", "smape_best", "smape_median",
+                                                   "crps") for s in ("mean", "lo", "hi")}}])
+    fig = fig_anytime(one_budget, "reward (spectral)")
+    for ax in fig.axes:
+        assert all(len(line.get_xdata()) <= 1 or line.get_linestyle() == "None"
+                   for line in ax.get_lines()), ax.get_title()
+        assert ax.get_xscale() == "log"
+    assert "spectral" in fig.axes[0].get_ylabel()
+
+
+def test_sections_can_be_added_by_other_modules(tmp_path):
+    from specdifftree import report
+
+    _write_run(tmp_path, [_row("a", 0, "s1", 10.0, 100)])
+
+    def extra(col, agg):
+        return f"## Extra\n\n{len(col.rows)} rows"
+
+    report.register_section(extra)
+    try:
+        build_report(tmp_path, figures=False)
+    finally:
+        report.SECTIONS.remove(extra)
+    assert "## Extra\n\n1 rows" in (tmp_path / "report.md").read_text()
