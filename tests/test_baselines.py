@@ -1,0 +1,69 @@
+"""Classical baselines through statsforecast, following M4's benchmark definitions."""
+
+import numpy as np
+import pytest
+
+from conftest import m4_files
+from specdifftree.baselines import SES, Comb, Damped, Holt, Theta, deseasonalise
+from specdifftree.metrics.m4 import smape
+from specdifftree.metrics.naive2 import naive2
+
+
+def test_deseasonalising_is_naive2s_decomposition():
+    rng = np.random.default_rng(0)
+    m, n, h = 12, 96, 18
+    season = 1 + 0.4 * np.sin(2 * np.pi * np.arange(n + h) / m)
+    x = (100 + rng.normal(0, 1, n)) * season[:n]
+    des, si = deseasonalise(x, m, h)
+    assert not np.allclose(si, 1.0)
+    # a naive forecast of the adjusted series, reseasonalised, is exactly Naive2
+    np.testing.assert_allclose(des[-1] * si, naive2(x, h, m), rtol=1e-12)
+    flat, ones = deseasonalise(x, 1, h)
+    assert flat is x or np.array_equal(flat, x)
+    assert np.array_equal(ones, np.ones(h))
+
+
+def test_theta_on_a_straight_line_continues_it():
+    x = 5.0 + 2.0 * np.arange(40)
+    f = Theta().forecast(x, 6, 1)
+    # theta = 0 line is the series itself; SES on 2x − line = x forecasts the last value, so the
+    # forecast is the mean of the continued line and the last value
+    line = 5.0 + 2.0 * np.arange(40, 46)
+    np.testing.assert_allclose(f, 0.5 * line + 0.5 * x[-1], rtol=1e-3)
+
+
+def test_comb_is_the_mean_of_ses_holt_and_damped():
+    rng = np.random.default_rng(1)
+    x = 50 + np.cumsum(rng.normal(0.3, 1.0, 60))
+    parts = [M().forecast(x, 8, 1) for M in (SES, Holt, Damped)]
+    np.testing.assert_allclose(Comb().forecast(x, 8, 1), np.mean(parts, axis=0), rtol=1e-9)
+
+
+def test_a_failing_fit_falls_back_to_naive_and_is_counted(monkeypatch):
+    import specdifftree.baselines as b
+
+    def boom(*a, **k):
+        raise RuntimeError("optimizer failed")
+
+    monkeypatch.setattr(b, "_ets_forecast", boom)
+    m = SES()
+    x = np.array([3.0, 4.0, 5.0, 7.0])
+    np.testing.assert_array_equal(m.forecast(x, 3, 1), [7.0, 7.0, 7.0])
+    assert m.fallbacks == 1
+
+
+@pytest.mark.parametrize("freq,method,official", [
+    ("Weekly", SES, 9.012), ("Weekly", Theta, 9.093),
+    ("Hourly", SES, 18.094), ("Hourly", Theta, 18.138),
+])
+def test_ses_and_theta_reproduce_m4s_published_smape(freq, method, official):
+    """Every series of the official file; M4's published sMAPE (Makridakis et al. 2020)."""
+    from specdifftree.tasks.sources import load_series
+
+    root = m4_files(f"{freq}-train.csv", f"{freq}-test.csv")
+    series = load_series({"source": "m4_csv", "frequency": freq, "root": str(root),
+                          "name": f"m4_{freq.lower()}"})
+    m = method()
+    got = np.mean([smape(s.y, m.forecast(np.asarray(s.x), s.horizon, s.period)) for s in series])
+    assert m.fallbacks == 0
+    assert got == pytest.approx(official, rel=1e-3), got
