@@ -238,7 +238,7 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
                        logprob_gap=(mean_lp - plain) if mean_lp is not None else None)
         row.update({k: v for k, v in result.stats.items() if k not in row})
         row.update(task.evaluate(text, s))
-        if hasattr(task, "reward_inputs"):  # forecasting: answer rule and distribution scores
+        if isinstance(task, ForecastTask):  # forecasting: answer rule and distribution scores
             row.update(apply_answer(exp, s, result, row, ctx, recorder))
         if sample_rows is not None:
             chosen = tuple(result.tokens)

@@ -151,3 +151,18 @@ def test_resume_drops_lines_of_series_without_a_results_row(tmp_path):
     w.write([dict(row, series_id="c")])
     w.close()
     assert [r["series_id"] for r in read_samples(tmp_path)] == ["a", "c"]
+
+
+def test_caption_runs_record_their_continuations_without_forecast_scores(tmp_path):
+    from test_captions import write_fixture
+
+    write_fixture(tmp_path / "caps")
+    df = sdt.run(sdt.compose(["model=tiny_random", "dataset=m4_captions",
+                              f"dataset.root={tmp_path / 'caps'}", "dataset.max_new_tokens=6",
+                              "method=best_of_n", "budget.rollouts=3", "num_samples=2",
+                              "reward=format", "output.progress=false"]), run_dir=tmp_path / "run")
+    assert df["error"].isna().all(), df["error"].tolist()
+    assert "crps" not in df.columns and "caption_rougeL_f1" in df.columns
+    lines = read_samples(tmp_path / "run")
+    assert len(lines) == 6 and all(len(r["text"]) >= 0 and r["logprob"] is not None
+                                   for r in lines)
