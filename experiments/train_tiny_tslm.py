@@ -67,10 +67,10 @@ MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_
 class Settings:
     seed: int = 0
     # model
-    hidden_size: int = 256
-    num_hidden_layers: int = 6
-    intermediate_size: int = 640
-    num_attention_heads: int = 4
+    hidden_size: int = 384
+    num_hidden_layers: int = 8
+    intermediate_size: int = 768
+    num_attention_heads: int = 6
     num_key_value_heads: int = 2
     max_position_embeddings: int = 4096
     # data
@@ -78,11 +78,16 @@ class Settings:
     min_context: int = 3            # shortest history of an example
     max_continuation: int = 64      # values after the cut (hourly h=48 with 25% slack = 60)
     max_tokens: int = 1792          # longest example (prompt + continuation), in tokens
-    val_fraction: float = 0.05
-    group_weights: str = "yearly:0.25,quarterly:0.25,monthly:0.4,other:0.1"
+    val_fraction: float = 0.10      # held out entirely; contains the 5% set of the first model
+    group_weights: str = "yearly:0.2,quarterly:0.2,monthly:0.3,other:0.05,synthetic:0.25"
+    synth_series: int = 16000       # KernelSynth-style series (experiments/kernel_synth.py)
+    synth_seed: int = 1
+    synth_min_len: int = 24
+    synth_max_len: int = 288
     # optimisation
     steps: int = 650
     batch_tokens: int = 4096        # padded tokens per batch (batch size x longest example)
+    workers: int = 0                # data worker processes (0: in the training process)
     bucket: int = 64                # pad lengths up to a multiple of this
     pool: int = 256                 # examples drawn at once, sorted by length into batches
     lr: float = 2e-3
@@ -92,6 +97,8 @@ class Settings:
     grad_clip: float = 1.0
     eval_every: int = 100
     val_series_max: int = 120       # validation series used for the validation loss
+    time_limit_min: float = 0.0     # stop early (and save) after this many minutes; 0 = never
+    save_dtype: str = "float16"     # dtype of the saved weights (the loader computes in float32)
 
 
 # ----------------------------------------------------------------------------- data
@@ -122,6 +129,51 @@ def load_items() -> list[Item]:
                 continue
             items.append(Item(name, str(s.sn), str(s.type), x, int(s.h)))
     return items
+
+
+def synthetic_items(st: "Settings") -> list[Item]:
+    """The KernelSynth-style bank (``st.synth_series`` series from ``st.synth_seed``).
+
+    Series ``i`` depends only on ``(synth_seed, i)``, so the bank is the same however it is split
+    over processes. The chunks run in fresh single-threaded processes: numpy's BLAS threads only
+    slow these small factorisations down.
+    """
+    if st.synth_series <= 0:
+        return []
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    n, chunk = st.synth_series, 500
+    starts = list(range(0, n, chunk))
+    args = [(st.synth_seed, a, min(a + chunk, n), st.synth_min_len, st.synth_max_len) for a in starts]
+    procs = min(len(starts), os.cpu_count() or 1)
+    saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
+    os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
+    try:
+        if procs > 1:
+            with cf.ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn")) as ex:
+                parts = list(ex.map(_synth_chunk, args))
+        else:
+            parts = [_synth_chunk(a) for a in args]
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    series = [x for part in parts for x in part]
+    return [Item("synthetic", f"synth-{i}", "synthetic", x, 0) for i, x in enumerate(series)]
+
+
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _synth_chunk(args) -> list[np.ndarray]:
+    seed, a, b, lo, hi = args
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from kernel_synth import synth_series
+
+    return [synth_series(np.random.default_rng([seed, i]), lo, hi) for i in range(a, b)]
 
 
 class Encoder:
@@ -188,6 +240,47 @@ class Sampler:
                 out.append(cur)
             for j in self.rng.permutation(len(out)):
                 yield out[j]
+
+
+def _batch_worker(items, st, seed, w, queue) -> None:
+    """Data worker ``w``: its own seeded example stream, batches put as arrays on ``queue``."""
+    task = ForecastTask(Serializer(), context_length=st.context_length)
+    sampler = Sampler(items, task, Encoder(), st, np.random.default_rng([seed, w]))
+    for batch in sampler.batches():
+        queue.put(to_arrays(batch, st.bucket)[:3])
+
+
+class BatchStream:
+    """Training batches (inputs, targets, mask), made in the training process (``workers=0``) or
+    by worker processes. With workers, step ``i`` takes the next batch of worker ``i % workers``,
+    so the stream is the same from run to run whatever the timing."""
+
+    def __init__(self, items, task, st: "Settings", rng: np.random.Generator):
+        self.st = st
+        if st.workers <= 0:
+            self._gen = Sampler(items, task, Encoder(), st, rng).batches()
+            self.queues, self.procs = [], []
+            return
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self.queues = [ctx.Queue(maxsize=16) for _ in range(st.workers)]
+        self.procs = [ctx.Process(target=_batch_worker, args=(items, st, st.seed, w, q), daemon=True)
+                      for w, q in enumerate(self.queues)]
+        for p in self.procs:
+            p.start()
+        self._i = 0
+
+    def next(self):
+        if not self.queues:
+            return to_arrays(next(self._gen), self.st.bucket)[:3]
+        q = self.queues[self._i % len(self.queues)]
+        self._i += 1
+        return q.get(timeout=600)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.terminate()
 
 
 def _bucket(n: int, b: int) -> int:
@@ -263,7 +356,39 @@ def check_tokenizer(folder: Path, enc: Encoder, texts: list[str]) -> None:
             raise RuntimeError(f"tokenizer mismatch on {t[:60]!r}")
 
 
-def train(st: Settings, out: Path) -> dict:
+def save_model(model, config: dict, folder: Path, dtype: str = "float16",
+               shard_bytes: int | None = None, tokenizer: bool = True) -> None:
+    """Write config.json and the weights (cast to ``dtype``) as an mlx-lm folder: one
+    ``model.safetensors``, or ``model-0000i-of-0000n.safetensors`` shards of at most
+    ``shard_bytes`` each (mlx-lm loads every ``model*.safetensors``)."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.astype(getattr(mx, dtype)) for k, v in tree_flatten(model.parameters())}
+    for old in folder.glob("model*.safetensors"):
+        old.unlink()
+    shards, cur, size = [], {}, 0
+    for k, v in weights.items():
+        if shard_bytes and cur and size + v.nbytes > shard_bytes:
+            shards.append(cur)
+            cur, size = {}, 0
+        cur[k] = v
+        size += v.nbytes
+    shards.append(cur)
+    if len(shards) == 1:
+        mx.save_safetensors(str(folder / "model.safetensors"), shards[0], metadata={"format": "mlx"})
+    else:
+        for i, part in enumerate(shards, 1):
+            mx.save_safetensors(str(folder / f"model-{i:05d}-of-{len(shards):05d}.safetensors"), part,
+                                metadata={"format": "mlx"})
+    cfg = dict(config, torch_dtype=dtype)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=1))
+    if tokenizer:
+        write_tokenizer(folder)
+
+
+def train(st: Settings, out: Path, ckpt_dir: Path | None = None) -> dict:
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -285,7 +410,12 @@ def train(st: Settings, out: Path) -> dict:
     (out / "validation_series.txt").write_text(
         "".join(f"{it.collection}/{it.sn}\n" for it in val_items))
 
-    sampler = Sampler(train_items, task, enc, st, rng)
+    t_syn = time.perf_counter()
+    synth = synthetic_items(st)
+    if synth:
+        log.info("synthetic series: %d (%d values) in %.1fs", len(synth),
+                 sum(it.x.size for it in synth), time.perf_counter() - t_syn)
+    stream = BatchStream(train_items + synth, task, st, rng)
     val = validation_examples(val_items, task, enc, st)
     check_tokenizer(model_dir, enc, [
         example_text(task, train_items[i].x, train_items[i].x.size // 2, 5)[0] for i in range(0, 400, 40)
@@ -331,6 +461,18 @@ def train(st: Settings, out: Path) -> dict:
         with csv_path.open("a", newline="") as f:
             csv.writer(f).writerow([row.get(k, "") for k in fields])
 
+    best = {"val_loss_continuation": math.inf}
+
+    def checkpoint(step: int, row: dict) -> None:
+        """Keep the weights with the best continuation loss so far (and the curve) in ckpt_dir."""
+        if ckpt_dir is None or not row["val_loss_continuation"] < best["val_loss_continuation"]:
+            return
+        best.update(row)
+        save_model(model, config, ckpt_dir, st.save_dtype, shard_bytes=15 * 2**20, tokenizer=False)
+        (ckpt_dir / "checkpoint.json").write_text(json.dumps(
+            {"step": step, **{k: row.get(k) for k in fields}}, indent=1))
+        shutil.copy2(csv_path, ckpt_dir / "losses.csv")
+
     t0 = time.perf_counter()
     v_all, v_cont = evaluate()
     record({"step": 0, "tokens": 0, "val_loss": v_all, "val_loss_continuation": v_cont,
@@ -338,10 +480,10 @@ def train(st: Settings, out: Path) -> dict:
     log.info("step 0: val %.4f (continuation %.4f)", v_all, v_cont)
     tokens = 0
     window, window_tok = 0.0, 0.0
-    batches = sampler.batches()
+    stopped_early = False
+    last = st.steps
     for step in range(1, st.steps + 1):
-        batch = next(batches)
-        inp, tgt, mask, _ = to_arrays(batch, st.bucket)
+        inp, tgt, mask = stream.next()
         opt.learning_rate = lr_at(step - 1, st)
         loss, grads = loss_and_grad(model, mx.array(inp), mx.array(tgt), mx.array(mask))
         grads, _ = optim.clip_grad_norm(grads, st.grad_clip)
@@ -351,23 +493,42 @@ def train(st: Settings, out: Path) -> dict:
         tokens += int(n_tok)
         window += loss.item() * n_tok
         window_tok += n_tok
-        if step % 10 == 0 or step == st.steps:
+        over_time = (st.time_limit_min > 0 and step % 10 == 0
+                     and time.perf_counter() - t0 > 60 * st.time_limit_min)
+        if step % 10 == 0 or step == st.steps or over_time:
             row = {"step": step, "tokens": tokens, "train_loss": window / window_tok,
                    "lr": lr_at(step - 1, st), "elapsed_s": time.perf_counter() - t0}
             window = window_tok = 0.0
-            if step % st.eval_every == 0 or step == st.steps:
+            if step % st.eval_every == 0 or step == st.steps or over_time:
                 row["val_loss"], row["val_loss_continuation"] = evaluate()
             record(row)
             log.info("step %d: train %.4f%s lr %.2e, %d tokens, %.0fs", step, row["train_loss"],
                      f" val {row['val_loss']:.4f} (continuation {row['val_loss_continuation']:.4f})"
                      if "val_loss" in row else "", row["lr"], tokens, row["elapsed_s"])
+            if "val_loss" in row:
+                checkpoint(step, row)
+        if over_time:
+            stopped_early, last = True, step
+            log.info("time limit of %.1f min reached: stopping at step %d of %d",
+                     st.time_limit_min, step, st.steps)
+            break
     train_time = time.perf_counter() - t0
+    stream.close()
 
-    weights = dict(tree_flatten(model.parameters()))
-    mx.save_safetensors(str(model_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
-    (model_dir / "config.json").write_text(json.dumps(config, indent=1))
+    save_model(model, config, model_dir, st.save_dtype)
+    # the validation loss of the weights as saved (rounded to save_dtype), next to the exact one
+    exact = (rows[-1].get("val_loss"), rows[-1].get("val_loss_continuation"))
+    saved = dict(tree_flatten(model.parameters()))
+    model.update(__import__("mlx.utils", fromlist=["tree_unflatten"]).tree_unflatten(
+        [(k, v.astype(getattr(mx, st.save_dtype)).astype(v.dtype)) for k, v in saved.items()]))
+    rounded = evaluate()
+    log.info("validation loss with %s-rounded weights: %.4f (continuation %.4f); exact %s",
+             st.save_dtype, rounded[0], rounded[1], exact)
     info = {
+        "val_loss_saved_dtype": rounded[0], "val_loss_continuation_saved_dtype": rounded[1],
         "settings": asdict(st), "parameters": int(n_params), "train_time_s": round(train_time, 1),
+        "steps_done": last, "stopped_early": stopped_early, "device": str(mx.default_device()),
+        "mlx_version": mx.__version__, "series_synthetic": len(synth),
         "train_tokens": tokens, "series_train": len(train_items), "series_validation": len(val_items),
         "validation_windows": len(val), "final_train_loss": rows[-1]["train_loss"],
         "final_val_loss": rows[-1]["val_loss"], "final_val_loss_continuation":
@@ -381,7 +542,11 @@ def train(st: Settings, out: Path) -> dict:
 
 def plot(rows: list[dict], path: Path) -> None:
     """Loss curve: the whole run (log scale) and the part after the first 15% of steps."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a bare training machine: draw it later with --replot
+        log.warning("matplotlib is not installed: no %s (draw it with --replot)", path.name)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -415,34 +580,56 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def install(out: Path, dest: Path = ASSETS) -> None:
-    """Copy the model folder (and the loss curve) into the package, keeping MODEL_CARD.md."""
+def install(model_dir: Path, loss_curve: Path | None, dest: Path = ASSETS) -> None:
+    """Copy a trained model folder into the package as one ``model.safetensors`` (shards are
+    merged, the saved dtype is kept), with its tokenizer, config and loss curve; MODEL_CARD.md and
+    other hand-written files in ``dest`` stay."""
+    import mlx.core as mx
+
     dest.mkdir(parents=True, exist_ok=True)
-    for name in MODEL_FILES:
-        shutil.copy2(out / "model" / name, dest / name)
-    shutil.copy2(out / "loss_curve.png", dest / "loss_curve.png")
-    log.info("installed into %s", dest)
+    weights = {}
+    for f in sorted(model_dir.glob("model*.safetensors")):
+        weights.update(mx.load(str(f)))
+    if not weights:
+        raise SystemExit(f"no model*.safetensors in {model_dir}")
+    mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "mlx"})
+    shutil.copy2(model_dir / "config.json", dest / "config.json")
+    write_tokenizer(dest)  # the project's character tokenizer (checkpoints carry no copy)
+    if loss_curve is not None and loss_curve.exists():
+        shutil.copy2(loss_curve, dest / "loss_curve.png")
+    log.info("installed %s into %s", model_dir, dest)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "tiny_tslm")
     p.add_argument("--install", action="store_true", help=f"copy the result into {ASSETS}")
+    p.add_argument("--ckpt-dir", type=Path, default=None,
+                   help="keep the best-validation weights here during training (sharded, 15 MiB)")
     p.add_argument("--replot", action="store_true", help="only redraw loss_curve.png from losses.csv")
+    p.add_argument("--install-from", type=Path, default=None, metavar="FOLDER",
+                   help="only install an already trained model folder (e.g. a checkpoint); "
+                   "the loss curve is drawn from --out/losses.csv when present")
     for k, v in asdict(Settings()).items():
         p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     a = p.parse_args(argv)
-    if a.replot:
-        with (a.out / "losses.csv").open() as f:
-            plot(list(csv.DictReader(f)), a.out / "loss_curve.png")
+    if a.replot or a.install_from:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        curve = None
+        if (a.out / "losses.csv").exists():
+            with (a.out / "losses.csv").open() as f:
+                plot(list(csv.DictReader(f)), a.out / "loss_curve.png")
+            curve = a.out / "loss_curve.png"
+        if a.install_from:
+            install(a.install_from, curve)
         return
     st = Settings(**{k: getattr(a, k) for k in asdict(Settings())})
     a.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "train.log", "w")])
-    train(st, a.out)
+    train(st, a.out, a.ckpt_dir)
     if a.install:
-        install(a.out)
+        install(a.out / "model", a.out / "loss_curve.png")
 
 
 if __name__ == "__main__":
