@@ -217,7 +217,8 @@ def test_training_script_end_to_end_writes_a_loadable_model(tmp_path):
     cmd = [sys.executable, str(REPO / "experiments" / "train_tiny_tslm.py"), "--out", str(out),
            "--steps", "3", "--eval-every", "2", "--hidden-size", "32", "--num-hidden-layers", "1",
            "--intermediate-size", "64", "--num-attention-heads", "2", "--num-key-value-heads", "1",
-           "--pool", "8", "--batch-tokens", "1024", "--max-tokens", "512", "--val-series-max", "4"]
+           "--pool", "8", "--batch-tokens", "1024", "--max-tokens", "512", "--val-series-max", "4",
+           "--synth-series", "40", "--workers", "2", "--ckpt-dir", str(tmp_path / "ckpt")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = (out / "losses.csv").read_text().strip().splitlines()
@@ -226,8 +227,13 @@ def test_training_script_end_to_end_writes_a_loadable_model(tmp_path):
     assert (out / "loss_curve.png").stat().st_size > 1000
     info = json.loads((out / "train_info.json").read_text())
     assert info["parameters"] > 0 and np.isfinite(info["final_val_loss"])
+    assert info["series_synthetic"] == 40 and info["steps_done"] == 3
     model, tok = mlx_lm.load(str(out / "model"))
     assert tok.eos_token_id == 2
+    # the best-validation checkpoint is a loadable mlx-lm folder once a tokenizer is written
+    ckpt = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
+    assert ckpt["step"] in (2, 3) and np.isfinite(ckpt["val_loss_continuation"])
+    assert list((tmp_path / "ckpt").glob("model*.safetensors"))
 
 
 # ----------------------------------------------------------------------------- synthetic series
