@@ -225,6 +225,54 @@ def paired_owa(rows: list[dict], a: str, b: str, n_boot: int = 4000, seed: int =
             "ci95": [float(lo), float(hi)], "share_of_resamples_a_better": float(np.mean(boots < 0))}
 
 
+def from_cli_run(run_dir: Path, n_boot: int = 4000) -> dict:
+    """Reward rules against a CLI run's own answer, from its ``samples.jsonl``.
+
+    For each series of a sampling run (e.g. ``method=best_of_n method.answer=median``), the
+    recorded continuations (forecast and reward) give the answers the reward rules of
+    :func:`reward_answers` would have chosen from the same samples, i.e. at the same tokens.
+    Each is compared with the run's answer (OWA difference, paired bootstrap over series)."""
+    from omegaconf import OmegaConf
+
+    from specdifftree.tasks.sources import load_series
+
+    results = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines() if x]
+    samples: dict[str, list[dict]] = {}
+    for x in (run_dir / "samples.jsonl").read_text().splitlines():
+        if x:
+            d = json.loads(x)
+            samples.setdefault(d["series_id"], []).append(d)
+    dataset = results[0]["dataset"]
+    cfg = OmegaConf.load(REPO / "specdifftree" / "conf" / "dataset" / f"{dataset}.yaml")
+    series = {s.id: s for s in load_series(cfg)}
+    rows = []
+    for r in results:
+        s, group = series[r["series_id"]], samples.get(r["series_id"], [])
+        if r.get("error") or not group:
+            continue
+        vals = np.array([g["forecast"] for g in group], dtype=np.float64)
+        rew = np.array([g["reward"] for g in group], dtype=np.float64)
+        row = {"id": s.id, "answer_smape": r["smape"], "answer_mase": r["mase"],
+               "naive2_smape": r["smape_naive2"], "naive2_mase": r["mase_naive2"],
+               "samples": len(group), "tokens": r.get("tokens_processed")}
+        rules = {**reward_answers(vals, rew), "median_of_all": np.median(vals, axis=0)}
+        for rule, f in rules.items():
+            row[f"{r.get('reward_name') or 'reward'}_{rule}_smape" if rule != "median_of_all"
+                else "median_of_all_smape"] = float(smape(s.y, f))
+            row[f"{r.get('reward_name') or 'reward'}_{rule}_mase" if rule != "median_of_all"
+                else "median_of_all_mase"] = float(mase(s.x, s.y, f, s.period))
+        rows.append(row)
+    names = sorted({k[:-6] for k in rows[0] if k.endswith("_smape") and not k.startswith(("answer", "naive2"))})
+    out = {"run": str(run_dir), "dataset": dataset, "series": len(rows),
+           "answer_owa": paired_owa(rows, "answer", "naive2", n_boot)["owa_a_minus_b"] + 1.0,
+           "mean_samples": float(np.mean([r["samples"] for r in rows])),
+           "mean_tokens_processed": float(np.mean([r["tokens"] or 0 for r in rows])),
+           "vs_answer": [paired_owa(rows, n, "answer", n_boot) for n in names]}
+    for c in out["vs_answer"]:
+        c["owa_a"] = c["owa_a_minus_b"] + out["answer_owa"]
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny_tslm", help="'tiny_tslm' or a model folder")
@@ -244,7 +292,13 @@ def main(argv=None) -> None:
     p.add_argument("--from-rows", type=Path, default=None, metavar="ROWS_CSV",
                    help="no model: summarise an earlier run's rows.csv and compare each reward "
                    "rule with the median of the samples (paired bootstrap over series)")
+    p.add_argument("--from-cli", type=Path, nargs="+", default=None, metavar="RUN_DIR",
+                   help="no model: compare reward rules with the answer of CLI sampling runs "
+                   "(their results.jsonl and samples.jsonl)")
     a = p.parse_args(argv)
+    if a.from_cli:
+        print(json.dumps([from_cli_run(d) for d in a.from_cli], indent=1))
+        return
     if a.from_rows:
         with a.from_rows.open() as f:
             rows = list(csv.DictReader(f))

@@ -310,3 +310,38 @@ def test_sharded_float16_checkpoint_installs_as_one_loadable_file(tmp_path):
         assert got[k].dtype == mx.float16
         assert mx.array_equal(got[k], v).item(), k
     assert tok.decode(tok.encode("1.25, 3.50")) == "1.25, 3.50"
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+import eval_tiny_tslm as ev  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 25), h=st.integers(1, 12))
+def test_weighted_median_is_a_sample_value_and_matches_the_median_for_equal_weights(seed, n, h):
+    rng = np.random.default_rng(seed)
+    vals = rng.normal(size=(n, h)).round(2)
+    got = ev.weighted_median(vals, np.ones(n))
+    lower = np.sort(vals, axis=0)[(n - 1) // 2]  # the lower median
+    np.testing.assert_array_equal(got, lower)
+    w = rng.random(n) + 1e-3
+    got = ev.weighted_median(vals, w)
+    assert all(got[j] in vals[:, j] for j in range(h))
+    k = int(rng.integers(n))
+    w = np.full(n, 1e-9)
+    w[k] = 1.0  # all weight on one sample: its values
+    np.testing.assert_array_equal(ev.weighted_median(vals, w), vals[k])
+
+
+def test_reward_answers_and_paired_owa():
+    vals = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 9.0]])
+    out = ev.reward_answers(vals, np.array([0.0, -1.0, 5.0]))
+    np.testing.assert_array_equal(out["best"], [3.0, 9.0])
+    np.testing.assert_array_equal(out["top_half_median"], [3.0, 9.0])  # the better half is 1 sample
+    rows = [{"a_smape": 10.0 + i, "a_mase": 1.0, "b_smape": 12.0 + i, "b_mase": 1.0,
+             "naive2_smape": 11.0 + i, "naive2_mase": 1.0} for i in range(30)]
+    same = ev.paired_owa(rows, "a", "a", n_boot=200)
+    assert same["owa_a_minus_b"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    better = ev.paired_owa(rows, "a", "b", n_boot=200)
+    assert better["series"] == 30 and better["owa_a_minus_b"] < 0 and better["ci95"][1] < 0
+    assert better["share_of_resamples_a_better"] == 1.0
