@@ -587,7 +587,8 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def install(model_dir: Path, loss_curve: Path | None, dest: Path = ASSETS) -> None:
+def install(model_dir: Path, loss_curve: Path | None, dest: Path = ASSETS,
+            train_info: Path | None = None) -> None:
     """Copy a trained model folder into the package as one ``model.safetensors`` (shards are
     merged, the saved dtype is kept), with its tokenizer, config and loss curve; MODEL_CARD.md and
     other hand-written files in ``dest`` stay."""
@@ -604,6 +605,8 @@ def install(model_dir: Path, loss_curve: Path | None, dest: Path = ASSETS) -> No
     write_tokenizer(dest)  # the project's character tokenizer (checkpoints carry no copy)
     if loss_curve is not None and loss_curve.exists():
         shutil.copy2(loss_curve, dest / "loss_curve.png")
+    if train_info is not None and train_info.exists():
+        shutil.copy2(train_info, dest / "train_info.json")
     log.info("installed %s into %s", model_dir, dest)
 
 
@@ -628,7 +631,7 @@ def main(argv=None) -> None:
                 plot(list(csv.DictReader(f)), a.out / "loss_curve.png")
             curve = a.out / "loss_curve.png"
         if a.install_from:
-            install(a.install_from, curve)
+            install(a.install_from, curve, train_info=a.out / "train_info.json")
         return
     st = Settings(**{k: getattr(a, k) for k in asdict(Settings())})
     a.out.mkdir(parents=True, exist_ok=True)
@@ -636,7 +639,7 @@ def main(argv=None) -> None:
                         handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "train.log", "w")])
     train(st, a.out, a.ckpt_dir)
     if a.install:
-        install(a.out / "model", a.out / "loss_curve.png")
+        install(a.out / "model", a.out / "loss_curve.png", train_info=a.out / "train_info.json")
 
 
 if __name__ == "__main__":
