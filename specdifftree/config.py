@@ -74,7 +74,7 @@ def validate(cfg: DictConfig) -> None:
     _int_or_none(cfg, "budget.rollouts", 1, " or null")
     _int_or_none(cfg, "budget.tokens", 1, " or null (unlimited)")
     _int_or_none(cfg, "method.num_rollouts", 1, "")
-    _int_or_none(cfg, "method.expansion_k", 1, "")
+    _int_or_none(cfg, "method.expansion_k", 0, " (0 or null = no cap)")
     _int_or_none(cfg, "method.parallel_rollouts", 1, "")
     _number(cfg, "method.temperature", 0, lo_open=True)
     _number(cfg, "method.rollout_temperature", 0)

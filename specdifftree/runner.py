@@ -213,7 +213,8 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
             forecasts, valid = task.reward_inputs(texts, s)
             return exp.reward(forecasts, texts, valid, ctx)
 
-        oracle = RewardOracle(reward_fn)
+        oracle = RewardOracle(reward_fn,
+                              failed_mask=lambda: getattr(exp.reward, "last_failed", None))
         recorder = Recorder(session, oracle)  # every scored continuation -> samples.jsonl
         session, oracle = recorder.session, recorder.oracle
         # method.num_rollouts applies only when neither budget is given (see Meter)

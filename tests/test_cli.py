@@ -48,7 +48,7 @@ def test_cli_rerun_in_same_dir_resumes(tmp_path):
     ("num_samples=-1", "num_samples"),
     ("num_samples=abc", "num_samples"),
     ("numsamples=3", "numsamples"),
-    ("method.expansion_k=0", "method.expansion_k"),
+    ("method.expansion_k=-1", "method.expansion_k"),
     ("prompt.separator=1", "prompt.separator"),
     ("max_new_tokens=0", "max_new_tokens"),
 ])

@@ -17,7 +17,7 @@ from specdifftree.search.tree import tree_distribution
 REPO = Path(__file__).resolve().parent.parent
 EOS = 3
 ALL = list(METHODS)
-SAMPLING = ["dts", "maxent_ts", "best_of_n"]
+SAMPLING = ["dts", "maxent_ts", "best_of_n", "sir", "smc"]
 TREE = ["mcts", "dts", "dts_star", "maxent_ts"]
 
 
@@ -65,8 +65,10 @@ def test_result_contract(name):
     assert res.best_reward >= res.reward and res.best_reward == st["best_reward"]
     assert res.best_reward == pytest.approx(float(hashed_reward()([res.best_tokens])[0]))
     assert st["max_depth"] <= 6
-    if name not in ("dts", "maxent_ts"):
+    if name not in ("dts", "maxent_ts", "sir", "smc"):
         assert res.tokens == res.best_tokens
+    assert res.sample_rewards == pytest.approx([float(r) for r in hashed_reward()(res.samples)])
+    assert res.stats["samples_independent"] == int(res.samples_independent)
 
 
 @pytest.mark.parametrize("name", ALL)

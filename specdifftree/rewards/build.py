@@ -80,6 +80,7 @@ class SafeReward:
         self.nonfinite = 0
         self.time_s = 0.0
         self.last_error: str | None = None  # "Type: message" of the latest failure
+        self.last_failed: np.ndarray | None = None  # per value of the latest call: it failed
         self._warned: set[str] = set()
 
     @property
@@ -105,6 +106,7 @@ class SafeReward:
         if b == 0:
             return np.zeros(0)
         self.calls += 1
+        self.last_failed = np.zeros(b, dtype=bool)  # values set to failure_reward in this call
         t0 = time.perf_counter()
         try:
             with np.errstate(all="ignore"):  # non-finite results are handled below
@@ -122,6 +124,7 @@ class SafeReward:
                             "failure_reward=%g", self.name, type(e).__name__, e, b,
                             self.failure_reward)
             out = np.full(b, self.failure_reward)
+            self.last_failed = np.ones(b, dtype=bool)
         else:
             bad = ~np.isfinite(out)
             if bad.any():
@@ -132,6 +135,7 @@ class SafeReward:
                                 "(NaN/inf); set to failure_reward=%g", self.name, n,
                                 self.failure_reward)
                 out[bad] = self.failure_reward
+                self.last_failed = bad
         finally:
             self.time_s += time.perf_counter() - t0
         if self.invalid_penalty:

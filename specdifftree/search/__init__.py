@@ -16,6 +16,8 @@ METHODS = {
     "dts": "specdifftree.search.dts.DTS",
     "dts_star": "specdifftree.search.dts.DTSStar",
     "maxent_ts": "specdifftree.search.maxent_ts.MaxEntTS",
+    "sir": "specdifftree.search.sir.SIR",
+    "smc": "specdifftree.search.smc.SMC",
 }
 
 

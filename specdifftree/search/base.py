@@ -68,7 +68,8 @@ class SearchResult:
 
     ``tokens``: the chosen continuation; ``reward``: its reward; ``logprob``: log p_θ(tokens) under
     the base model at temperature 1 when the method knows it (else None); ``samples``: the
-    method's returned samples (see docs/search.md, per method); ``stats``: tree/search statistics
+    method's returned samples (see docs/search.md, per method), with ``sample_rewards`` and
+    ``samples_independent`` (whether they are independent draws); ``stats``: tree/search statistics
     (rollouts, nodes, max_depth, mean_branching, distinct_samples, ngram_diversity, ...), all
     JSON-serialisable numbers; ``best_tokens``/``best_reward``: the best-reward complete
     continuation the search evaluated (equal to ``tokens``/``reward`` for the search methods; a
@@ -82,6 +83,12 @@ class SearchResult:
     stats: dict = field(default_factory=dict)
     best_tokens: Tokens | None = None
     best_reward: float | None = None
+    #: the reward of each entry of ``samples`` (same order)
+    sample_rewards: list[float] = field(default_factory=list)
+    #: True when ``samples`` are independent draws (of the law the method's docs name); False
+    #: when they are correlated, e.g. several draws from one search's tree or resamples of one
+    #: set of rollouts (see docs/search.md, "What samples holds")
+    samples_independent: bool = False
 
 
 class RewardOracle:
@@ -90,11 +97,20 @@ class RewardOracle:
     Wraps the raw ``reward_fn(list[Tokens]) -> array``. A NaN (or ±inf) reward is replaced by the
     worst finite reward seen so far on this sample (or ``floor`` before any) and counted in
     ``nonfinite``. Repeated sequences are answered from the cache.
+
+    Such a sequence is also marked *failed* (:meth:`failed`), as is every sequence that
+    ``failed_mask()`` flags right after a call (a bool array over the batch, e.g. the values a
+    :class:`specdifftree.rewards.build.SafeReward` set to its ``failure_reward``). The stand-in value
+    is what a method reports for it, but the search methods never let a failed reward into their
+    values or their reward normalisation: the rollout is dropped (see docs/search.md).
     """
 
-    def __init__(self, reward_fn: Callable[[list[Tokens]], np.ndarray], floor: float = -1e9):
+    def __init__(self, reward_fn: Callable[[list[Tokens]], np.ndarray], floor: float = -1e9,
+                 failed_mask: Callable[[], np.ndarray | None] | None = None):
         self._fn = reward_fn
+        self._failed_mask = failed_mask
         self._cache: dict[Tokens, float] = {}
+        self._failed: set[Tokens] = set()
         self.floor = floor
         self.worst = math.inf
         self.calls = 0
@@ -113,15 +129,32 @@ class RewardOracle:
                 raise ValueError(f"reward returned {raw.shape[0]} values for {len(todo)} sequences")
             self.calls += 1
             self.evaluated += len(todo)
-            finite = raw[np.isfinite(raw)]
+            flagged = np.zeros(len(todo), dtype=bool)
+            if self._failed_mask is not None:
+                m = self._failed_mask()
+                if m is not None and np.shape(m) == (len(todo),):
+                    flagged = np.asarray(m, dtype=bool)
+            finite = raw[np.isfinite(raw) & ~flagged]
             if finite.size:
                 self.worst = min(self.worst, float(finite.min()))
-            for k, v in zip(todo, raw):
+            for k, v, bad in zip(todo, raw, flagged):
                 if not math.isfinite(v):
                     self.nonfinite += 1
                     v = self.worst if math.isfinite(self.worst) else self.floor
+                    bad = True
+                if bad:
+                    self._failed.add(k)
                 self._cache[k] = float(v)
         return np.array([self._cache[k] for k in keys], dtype=np.float64)
+
+    def failed(self, seq: Sequence[int]) -> bool:
+        """The reward of ``seq`` failed (non-finite, or flagged by ``failed_mask``)."""
+        return tuple(int(t) for t in seq) in self._failed
+
+    @property
+    def failures(self) -> int:
+        """Distinct sequences whose reward failed on this sample."""
+        return len(self._failed)
 
 
 class Meter:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
+from ..errors import ConfigError
 from .numerics import topk_next
 from .stats import sample_stats
 from .tree import Tree
@@ -30,6 +31,8 @@ class Beam(Method):
     name = "beam"
 
     def __init__(self, expansion_k: int = 4, **_ignored):
+        if expansion_k in (0, None):
+            raise ConfigError(f"method.expansion_k={expansion_k!r}: beam needs a width k >= 1")
         self.k = check_positive("expansion_k", expansion_k, integer=True)
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
@@ -71,7 +74,8 @@ class Beam(Method):
         stats = {"rollouts": len(seqs), **tree.stats(), **sample_stats(seqs),
                  "model_rollouts": rollouts, "best_reward": float(rewards[i]),
                  "budget_stopped": int(stopped), "reward_calls": int(reward.calls - calls0),
-                 "nonfinite_rewards": int(reward.nonfinite - bad0)}
+                 "nonfinite_rewards": int(reward.nonfinite - bad0), "samples_independent": 0}
         return SearchResult(tokens=seqs[i], reward=float(rewards[i]),
                             logprob=tree.seq_logprob(finished[i]), samples=seqs, stats=stats,
-                            best_tokens=seqs[i], best_reward=float(rewards[i]))
+                            best_tokens=seqs[i], best_reward=float(rewards[i]),
+                            sample_rewards=[float(r) for r in rewards], samples_independent=False)

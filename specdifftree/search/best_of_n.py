@@ -4,7 +4,8 @@ N = ``budget.rollouts`` (default ``num_rollouts``) or as many as ``budget.tokens
 sample is a rollout from the empty prefix at ``rollout_temperature`` (1.0 = p_θ) up to EOS or the
 depth limit. ``parallel_rollouts`` rollouts are generated per step in one batched Session call
 and their rewards are computed in one batch. The answer is argmax_i r(x_i) (the first on ties);
-``samples`` are all N samples (with repeats). The samples are stored in a prefix tree only to
+``samples`` are all N samples (with repeats): independent draws of p_θ at
+``rollout_temperature`` (``samples_independent`` is True). The samples are stored in a prefix tree only to
 report ``nodes``/``max_depth``/``mean_branching``.
 """
 
@@ -50,6 +51,7 @@ class BestOfN(Method):
         stats = {"rollouts": len(seqs), **tree.stats(), **sample_stats(seqs),
                  "model_rollouts": len(seqs), "best_reward": rewards[i],
                  "reward_calls": int(reward.calls - calls0),
-                 "nonfinite_rewards": int(reward.nonfinite - bad0)}
+                 "nonfinite_rewards": int(reward.nonfinite - bad0), "samples_independent": 1}
         return SearchResult(tokens=seqs[i], reward=rewards[i], logprob=logps[i], samples=seqs,
-                            stats=stats, best_tokens=seqs[i], best_reward=rewards[i])
+                            stats=stats, best_tokens=seqs[i], best_reward=rewards[i],
+                            sample_rewards=list(rewards), samples_independent=True)

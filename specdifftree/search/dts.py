@@ -1,57 +1,66 @@
 r"""``dts`` and ``dts_star`` — Diffusion Tree Sampling / Search (Jain et al. 2025, arXiv
 2506.20701) on a token tree.
 
-Target: π(x) ∝ p_θ(x)·exp(λ·r(x)) over complete continuations x, λ = ``temperature``. Its soft
+Target of ``dts``: π(x) ∝ p_θ(x)·exp(λ·r(x)) over complete continuations x, λ = ``temperature``
+(a sampler). ``dts_star`` is an optimiser of r (answer: the best continuation found). The soft
 value V(x) = (1/λ)·log E_{p_θ(x'|x)}[exp(λ·r(x'))] satisfies the soft Bellman equation
 
     V(x) = (1/λ)·log Σ_a p_θ(a|x)·exp(λ·V(xa)),      V(x) = r(x) for complete x,
 
-and π(a|x) = p_θ(a|x)·exp(λ·(V(xa) − V(x))), so sampling top-down with V gives exact samples.
+and π(a|x) = p_θ(a|x)·exp(λ·(V(xa) − V(x))).
 
-**Tree estimate.** A node x has children S(x) (distinct tokens, drawn from p_θ). Because a language
-model gives the exact p_θ(a|x), the estimate weights each child by its exact probability,
-renormalised over the children seen:
+**Tree values.** A node x has children S(x) (distinct tokens, drawn from p_θ). The tree estimate
+weights each child by its exact probability, renormalised over the children seen,
 
-    v̂(x) = (1/λ)·log Σ_{c∈S(x)} w_c·exp(λ·v̂(c)),     w_c = p_θ(c|x) / P_S(x),   P_S = Σ_{c∈S} p_θ(c|x),
+    v̂(x) = (1/λ)·log Σ_{c∈S(x)} w_c·exp(λ·v̂(c)),     w_c = p_θ(c|x) / P_S(x),
 
-instead of the paper's equal weights for children sampled i.i.d. from the prior. Both estimate
-(1/λ)·log E_{p_θ}[exp(λ·V)]; the exact weights remove the noise of the empirical frequencies
-(children are distinct tokens, so repeats would merge anyway), and the estimate is *exact* once
-S(x) holds every token with p_θ > 0 and the children's values are exact — so a fully explored
-tree reproduces V and π exactly. The weights equal the children's probabilities under the
-"unseen tokens are like the seen ones" completion, which puts the unexplored mass 1 − P_S(x) at
-value v̂(x).
+which equals V once S(x) holds every token with p_θ > 0 and the children's values are exact (a
+fully explored tree reproduces V and π exactly). At a finite budget it is biased (it gives the
+unseen mass the value of the seen children), so ``dts`` uses it only to *propose*, and corrects
+with importance weights — the estimate the answer comes from is unbiased per simulation:
 
-**Selection (``dts``).** At x, draw (Gumbel-max, in log space) among
+**Proposal.** At node x the tree proposal q_tree draws among
 
-- each evaluated, not fully explored child c with weight p_θ(c|x)·exp(λ·v̂(c)), and
-- "a new child" with weight (1 − P_S(x))·exp(λ·v̂(x)) — the mass the estimate gives to unseen
-  tokens — available while x has fewer than ``expansion_k`` children (0 = no limit) and unseen
-  tokens have p_θ > 0.
+- each visited child c with weight p_θ(c|x)·exp(λ·v̂(c)) (a child whose value is not known yet —
+  in flight, or its reward failed and its rollout was dropped — at v̂(x); a failed terminal: 0);
+- "a new child" with weight (1 − P_S(x))·exp(λ·v̂(x)) while x may get one (``expansion_k`` = 0:
+  always while unseen tokens have p_θ > 0; k > 0: while x has fewer than k children), whose token
+  is then drawn ∝ p_θ among the tokens that are not children yet.
 
-So at every node the selection probabilities are the tree's current estimate of π(a|x), and new
-children are opened exactly as often as that estimate puts mass on them (at a node with one
-dominant token, rarely; at an uncertain one, often). 1 − P_S is computed as log1mexp(log P_S), or
-from the full next-token vector when it is below 1e-4 (exact for tiny and zero masses).
+Below the new child the base model rolls out (``rollout_temperature`` 1 = p_θ). The simulation's
+proposal is the defensive mixture q = β·p_θ + (1 − β)·q_tree (β = ``defensive``, Hesterberg 1995):
+with probability ∝ β the walk draws every token from p_θ itself. With ``expansion_k`` 0, q gives
+every continuation with p_θ > 0 positive probability; with equal rewards q_tree = p_θ exactly.
 
-**Expansion.** "A new child" draws a token a ∝ p_θ(a|x) among the tokens that are not children yet
-(Gumbel-max over the node's log-probs with the children masked to −inf).
+**Drawing only what is new (Rao-Blackwellisation).** Evaluated continuations are never drawn
+again: each node keeps the share O(x) of q's mass below it that is still unevaluated, and the walk
+picks options ∝ weight × O (first the mixture component, then a token per node). Simulation i
+thus draws x_i from q_i restricted to the open part, whose mass is O_i(root); the part of q_i on
+the evaluated set E_i is accounted for exactly. With π̃(x) = p_θ(x)·exp(λ·r(x)), simulation i's
+unbiased contribution to the (unnormalised) target measure is
 
-**Rollout.** From the new child the base model completes the sequence (``rollout_temperature``,
-1.0 = p_θ; other values bias the estimate) and the rollout's tokens join the tree as a chain.
+    Σ_{x∈E_i} π̃(x)·δ_x  +  π̃(x_i)·O_i(root) / q_i(x_i) · δ_{x_i},
 
-**Backup.** v̂(terminal) = r; every ancestor is recomputed with the soft Bellman backup above
-(a chain node's single child gives v̂(x) = v̂(c)).
+so after N simulations every evaluated x carries the weight
 
-**Answer (``dts``).** ``num_samples`` draws from the tree's estimate of π: from the root, pick an
-evaluated child with probability ∝ p_θ(c|x)·exp(λ·v̂(c)) down to a complete continuation. The
-first draw is the answer (``answer: sample``); the best continuation evaluated is recorded in
-``best_tokens``/``best_reward`` (``answer: best`` returns it instead).
+    W(x) = π̃(x)·( O_t(root)/q_t(x) + N − 1 − t )      (x found by simulation t).
 
-**``dts_star``.** Same tree and backups; selection is greedy: the child maximising
-ṽ(c) + C·sqrt(ln N(x) / N(c)), with ṽ the soft value min–max normalised by the rewards seen, and
-the "new child" option scoring ṽ(x) + C·sqrt(ln N(x) / |S(x)|) (always taken first at a node with
-no children). C = ``exploration``. Answer: the best-reward continuation found.
+**Answer.** One evaluated x drawn ∝ W(x) (self-normalised). With equal rewards every
+simulation contributes mass exactly 1, so the normaliser is N and the answer's law is exactly
+p_θ at every budget. Otherwise the law carries the O(1/N) bias of self-normalisation and tends to
+π as N grows (the weights of late, well-guided draws are near π̃/π̃ ∝ 1; β > 0 bounds every weight
+by exp(λ·r)/β·O). When the root closes with ``expansion_k`` 0 the whole space is in the tree and
+v̂ = V: the answer is then an exact top-down draw from the tree (independent draws).
+
+``samples``: ``num_samples`` draws from the same weights — correlated draws of one search
+(``samples_independent`` is False unless 1); ``answer: best`` returns the best continuation found
+instead. The weights assume ``rollout_temperature`` 1 and ``parallel_rollouts`` 1 (with n > 1 the
+leaves of one step avoid each other's new terminals, a small approximation).
+
+**``dts_star``.** Same tree and value backups; selection is greedy: the child maximising
+ṽ(c) + C·sqrt(ln N(x) / N(c)), with ṽ the soft value min–max normalised by the finite rewards seen,
+and the "new child" option scoring ṽ(x) + C·sqrt(ln N(x) / |S(x)|) (always taken first at a node
+with no children); closed (fully evaluated) subtrees are skipped. C = ``exploration``.
 """
 
 from __future__ import annotations
@@ -60,10 +69,11 @@ import math
 
 import numpy as np
 
+from ..errors import ConfigError
 from .base import check_positive
 from .engine import Run, TreeSearch
 from .numerics import gumbel_argmax, logsumexp
-from .tree import tail_mass
+from .tree import sample_from_tree, tail_mass, tree_distribution
 
 NEW = -2
 
@@ -73,6 +83,12 @@ class DTS(TreeSearch):
     sampling = True
     default_answer = "sample"
     unlimited_k = True
+
+    def __init__(self, expansion_k: int | None = 0, defensive: float = 0.5, **kw):
+        super().__init__(expansion_k=0 if expansion_k is None else expansion_k, **kw)
+        self.defensive = check_positive("defensive", defensive, allow_zero=True)
+        if self.defensive >= 1:
+            raise ConfigError(f"method.defensive={defensive!r}: must be in [0, 1)")
 
     # ------------------------------------------------------------------ expansion
     def can_expand(self, run: Run, x: int) -> bool:
@@ -84,8 +100,9 @@ class DTS(TreeSearch):
     def no_new(self, run: Run, x: int) -> bool:
         return not self.can_expand(run, x)
 
-    def expand_one(self, run: Run, x: int) -> int | None:
-        """A new child of ``x``: a token drawn ∝ p_θ among those not yet children."""
+    def expand_one(self, run: Run, x: int) -> tuple[int | None, float]:
+        """A new child of ``x``: a token drawn ∝ p_θ among those not yet children; returns it and
+        the log-probability of that draw (log p_θ(a|x) − log of the unseen mass)."""
         t = run.tree
         lp = np.array(run.session.logprobs([t.prefix(x)])[0], dtype=np.float64)
         kids = t.kids(x)
@@ -93,24 +110,203 @@ class DTS(TreeSearch):
         a = gumbel_argmax(lp, run.rng)
         if a < 0:
             t.tail[x] = -math.inf  # every token with p_θ > 0 is a child already
-            return None
-        return t.add_child(x, a, float(lp[a]))
+            return None, 0.0
+        return t.add_child(x, a, float(lp[a])), float(lp[a]) - logsumexp(lp)
 
-    # ------------------------------------------------------------------ selection
-    def choose(self, run: Run, x: int, ok: np.ndarray, new: bool) -> int:
-        """Boltzmann choice among the children ``ok`` and (if ``new``) a new child."""
+    # ------------------------------------------------------------------ selection (sampler)
+    def _value(self, t, x: int) -> float:
+        """v̂(x), or 0 before x has a value (only the root, before the first simulation)."""
+        v = t.value[x]
+        return 0.0 if math.isnan(v) else float(v)
+
+    def options(self, run: Run, x: int):
+        """The proposals at ``x`` over [children..., new child]: the tree's log-weights, p_θ's
+        log-weights, and the log open share of each option under each (see the module
+        docstring). A visited child c weighs p_θ(c|x)·exp(λ·v̂(c)); a child without a value yet
+        (its rollout is in flight or was dropped) p_θ(c|x)·exp(λ·v̂(x)); a failed terminal 0;
+        the new child (1 − P_S(x))·exp(λ·v̂(x)) while x may get one (``expansion_k``)."""
         t = run.tree
-        if ok.size == 0:
-            return NEW if new else -1
-        logw = t.logp[ok] + self.lam * t.value[ok]
-        if new:
-            logw = np.append(logw, tail_mass(t, x, run.session) + self.lam * t.value[x])
-        j = gumbel_argmax(logw, run.rng)
-        if j < 0:
-            return -1
-        return NEW if j == ok.size else int(ok[j])
+        kids = t.kids(x)
+        vx = self._value(t, x)
+        val = t.value[kids]
+        visited = t.visits[kids] > 0
+        logp = t.logp[kids].copy()
+        logp[~visited & t.terminal[kids] & t.closed[kids]] = -np.inf  # a failed terminal
+        logw = logp + self.lam * np.where(np.isnan(val), vx, val)
+        closed = t.terminal[kids]  # evaluated, failed or in flight: never drawn again
+        logo = np.where(visited, t.logopen[kids], 0.0)
+        logo_p = np.where(visited, t.logopen_p[kids], 0.0)
+        logo[closed] = -np.inf
+        logo_p[closed] = -np.inf
+        tail = tail_mass(t, x, run.session) if self.can_expand(run, x) else -np.inf
+        return (kids, np.append(logw, tail + self.lam * vx), np.append(logp, tail),
+                np.append(logo, 0.0), np.append(logo_p, 0.0))
+
+    def refresh_open(self, run: Run, path: list[int]) -> None:
+        """Recompute the open shares bottom-up on ``path`` (root ... leaf)."""
+        t = run.tree
+        for x in reversed(path):
+            if t.terminal[x]:
+                t.logopen[x] = t.logopen_p[x] = -np.inf if not math.isnan(t.reward[x]) else 0.0
+                continue
+            _, logw, logp, logo, logo_p = self.options(run, x)
+            a, b = logsumexp(logw + logo), logsumexp(logp + logo_p)
+            t.logopen[x] = a - logsumexp(logw) if math.isfinite(a) else -np.inf
+            t.logopen_p[x] = b - logsumexp(logp) if math.isfinite(b) else -np.inf
 
     def select(self, run: Run) -> int | None:
+        """One draw from the proposal q = β·p_θ + (1 − β)·q_tree restricted to what is not
+        evaluated yet (β = ``defensive``): pick the component ∝ its weight × its open share at
+        the root, then at every node an option ∝ that component's weight × its open share, down
+        to a new child, a child without a value, or an unevaluated terminal. Keeps
+        log q(walk) under both unrestricted components and log of q's open share."""
+        t = run.tree
+        beta = self.defensive
+        x = 0
+        lq_tree = lq_p = 0.0
+        log_open = None
+        plain = False
+        while True:
+            if t.terminal[x]:
+                break  # a new terminal child
+            kids, logw, logp, logo, logo_p = self.options(run, x)
+            lse, lsp = logsumexp(logw), logsumexp(logp)
+            if log_open is None:  # at the root: the mixture's open share and the component
+                a, b = logsumexp(logw + logo) - lse, logsumexp(logp + logo_p) - lsp
+                a = a if math.isfinite(a) else -math.inf
+                b = b if math.isfinite(b) else -math.inf
+                if beta > 0:
+                    ta, tb = math.log1p(-beta) + a, math.log(beta) + b
+                    log_open = float(np.logaddexp(ta, tb))
+                    plain = math.isfinite(log_open) and run.rng.random() < math.exp(tb - log_open)
+                else:
+                    log_open = a
+            both = (logp + logo_p) if plain else (logw + logo)
+            j = gumbel_argmax(both, run.rng)
+            if j < 0:
+                if x != 0 and self.dead_end(run, x):
+                    x, lq_tree, lq_p, log_open = 0, 0.0, 0.0, None
+                    continue
+                return None  # nothing open: the space under the expansion rule is evaluated
+            lq_tree += float(logw[j]) - lse
+            lq_p += float(logp[j]) - lsp
+            if j == kids.size:  # a new child
+                leaf, lq = self.expand_one(run, x)
+                if leaf is None:
+                    continue  # no token left after all: choose again at x
+                lq_tree += lq
+                lq_p += lq
+                x = leaf
+                break
+            x = int(kids[j])
+            if t.visits[x] == 0:
+                break  # in flight or dropped: roll out from it (again)
+        if beta > 0:
+            logq = float(np.logaddexp(math.log1p(-beta) + lq_tree, math.log(beta) + lq_p))
+        else:
+            logq = lq_tree
+        run.extra.setdefault("sel", []).append((logq, log_open))
+        return x
+
+    def simulated(self, run: Run, leaf: int, end: int, r: float, failed: bool) -> None:
+        t = run.tree
+        logq, log_open = run.extra["sel"].pop(0)
+        # the rollout below the leaf is p_θ (rollout_temperature 1) under q and in π̃: it cancels
+        logw = -math.inf if failed else t.seq_logprob(leaf) + self.lam * r - logq + log_open
+        run.extra.setdefault("sims", []).append((end, logw, failed))
+
+    def no_new(self, run: Run, x: int) -> bool:
+        return not self.can_expand(run, x)
+
+    # ------------------------------------------------------------------ backup
+    def backup(self, run: Run, path: list[int]) -> None:
+        t = run.tree
+        lam = self.lam
+        for x in reversed(path[:-1]):
+            kids = t.kids(x)
+            kids = kids[t.visits[kids] > 0]
+            if kids.size == 1:
+                t.value[x] = t.value[kids[0]]
+            else:
+                lw = t.logp[kids]
+                t.value[x] = logsumexp(lw - logsumexp(lw) + lam * t.value[kids]) / lam
+        self.refresh_open(run, path)
+
+    def _drop(self, run: Run, leaf: int, end: int, r: float) -> None:
+        super()._drop(run, leaf, end, r)
+        self.refresh_open(run, run.tree.path(leaf))
+
+    # ------------------------------------------------------------------ answer
+    def answer_weights(self, run: Run) -> tuple[list[int], np.ndarray]:
+        """Terminal nodes and log-weights of the answer's resampling (module docstring): each
+        evaluated x gets π̃(x)·(1/q̃(x) + number of simulations after it)."""
+        t = run.tree
+        sims = run.extra.get("sims", [])
+        n = len(sims)
+        ends, logw = [], []
+        for i, (end, lw, failed) in enumerate(sims):
+            if failed:
+                continue
+            later = n - 1 - i
+            lpt = t.seq_logprob(end) + self.lam * float(t.reward[end])  # log π̃(x)
+            ends.append(end)
+            logw.append(float(np.logaddexp(lw, lpt + math.log(later))) if later else lw)
+        return ends, np.array(logw, dtype=np.float64)
+
+    def draws(self, run: Run) -> tuple[list[int], bool]:
+        t = run.tree
+        if run.best < 0:
+            return [run.fallback], True
+        if t.closed[0] and not self.expansion_k:
+            # the whole space is in the tree: v̂ = V exactly, so top-down draws are exact and
+            # independent given the (deterministic) tree
+            return [sample_from_tree(t, self.lam, run.rng) for _ in range(self.num_samples)], True
+        ends, logw = self.answer_weights(run)
+        out = [ends[gumbel_argmax(logw, run.rng)] for _ in range(self.num_samples)]
+        return out, self.num_samples == 1
+
+    def answer_law(self, run: Run) -> dict[tuple[int, ...], float]:
+        """The exact law of the returned sample given this search (its tree and simulations):
+        the normalised resampling weights, or the tree's distribution when the space is
+        enumerated. Averaged over searches it is the law of the answer (tests, benchmarks)."""
+        t = run.tree
+        if t.closed[0] and not self.expansion_k:
+            return tree_distribution(t, self.lam)
+        ends, logw = self.answer_weights(run)
+        return weights_law([t.prefix(e) for e in ends], logw)
+
+
+def weights_law(seqs, logw: np.ndarray) -> dict[tuple[int, ...], float]:
+    """{sequence: Σ of its normalised weights} for resampling ``seqs`` ∝ exp(logw)."""
+    logw = np.asarray(logw, dtype=np.float64)
+    z = logsumexp(logw)
+    out: dict[tuple[int, ...], float] = {}
+    for s, w in zip(seqs, logw):
+        if np.isfinite(w):
+            out[s] = out.get(s, 0.0) + math.exp(w - z)
+    return out
+
+
+class DTSStar(DTS):
+    name = "dts_star"
+    sampling = False
+    default_answer = "best"
+
+    def __init__(self, exploration: float = 1.0, expansion_k: int | None = 0, **kw):
+        super().__init__(expansion_k=expansion_k, **kw)
+        self.c = check_positive("exploration", exploration, allow_zero=True)
+
+    def simulated(self, run: Run, leaf: int, end: int, r: float, failed: bool) -> None:
+        pass
+
+    def refresh_open(self, run: Run, path: list[int]) -> None:
+        pass  # the sampler's bookkeeping; dts_star skips closed subtrees instead
+
+    def draws(self, run: Run) -> tuple[list[int], bool]:
+        return TreeSearch.draws(self, run)
+
+    def select(self, run: Run) -> int | None:
+        """Greedy descent that skips closed subtrees (each simulation finds a new terminal)."""
         t = run.tree
         x = 0
         while True:
@@ -118,7 +314,7 @@ class DTS(TreeSearch):
             ok = kids[~t.closed[kids] & ~t.pending[kids]]
             c = self.choose(run, x, ok, self.can_expand(run, x))
             if c == NEW:
-                leaf = self.expand_one(run, x)
+                leaf, _ = self.expand_one(run, x)
                 if leaf is not None:
                     return leaf
                 continue  # no token left after all: choose again at x
@@ -127,32 +323,9 @@ class DTS(TreeSearch):
                     x = 0
                     continue
                 return None
+            if t.visits[c] == 0:
+                return c  # its rollout was dropped (failed reward): roll out again
             x = c
-
-    # ------------------------------------------------------------------ backup
-    def backup(self, run: Run, path: list[int]) -> None:
-        t = run.tree
-        lam = self.lam
-        for x in reversed(path[:-1]):
-            ch = t.children[x]
-            if len(ch) == 1:
-                (c,) = ch.values()
-                t.value[x] = t.value[c]
-                continue
-            kids = t.kids(x)
-            kids = kids[t.visits[kids] > 0]
-            lw = t.logp[kids]
-            t.value[x] = logsumexp(lw - logsumexp(lw) + lam * t.value[kids]) / lam
-
-
-class DTSStar(DTS):
-    name = "dts_star"
-    sampling = False
-    default_answer = "best"
-
-    def __init__(self, exploration: float = 1.0, **kw):
-        super().__init__(**kw)
-        self.c = check_positive("exploration", exploration, allow_zero=True)
 
     def choose(self, run: Run, x: int, ok: np.ndarray, new: bool) -> int:
         t = run.tree
@@ -161,6 +334,9 @@ class DTSStar(DTS):
             return NEW
         if ok.size == 0:
             return NEW if new else -1
+        fresh = ok[t.visits[ok] == 0]
+        if fresh.size:
+            return int(fresh[0])
         logn = math.log(max(int(t.visits[x]), 1))
         score = run.normalise(t.value[ok]) + self.c * np.sqrt(logn / t.visits[ok])
         j = int(np.argmax(score))

@@ -47,10 +47,15 @@ class Run:
     rmax: float = -math.inf
     best: int = -1
     model_rollouts: int = 0
+    #: rollouts whose reward failed (dropped: never backed up, never in the normalisation)
+    failed: int = 0
+    #: a failed terminal, reported only when every rollout failed
+    fallback: int = -1
     extra: dict = field(default_factory=dict)
 
     def normalise(self, v) -> np.ndarray:
-        """Values mapped to [0, 1] by the range of rewards seen so far (UCB scales need it)."""
+        """Values mapped to [0, 1] by the range of the finite, non-failed rewards seen so far
+        (UCB scales need it; a failed reward never widens the range)."""
         return minmax_normalise(v, self.rmin, self.rmax)
 
     def observe(self, node: int, r: float) -> None:
@@ -73,8 +78,14 @@ class TreeSearch(Method):
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
                  num_samples: int = 8, answer: str | None = None, **_ignored):
         self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
+        if expansion_k is None:
+            expansion_k = 0
         self.expansion_k = check_positive("expansion_k", expansion_k, integer=True,
-                                          allow_zero=self.unlimited_k)
+                                          allow_zero=True)
+        if self.expansion_k == 0 and not self.unlimited_k:
+            raise ConfigError(f"method.expansion_k={expansion_k!r}: {self.name} adds k children "
+                              "at once and needs a cap k >= 1 (0/null = no cap is for dts and "
+                              "dts_star)")
         self.lam = check_positive("temperature", temperature)
         self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
                                                   allow_zero=True)
@@ -94,6 +105,9 @@ class TreeSearch(Method):
 
     def no_new(self, run: Run, node: int) -> bool:
         return bool(run.tree.expanded[node])
+
+    def simulated(self, run: Run, leaf: int, end: int, r: float, failed: bool) -> None:
+        """Called once per simulation of a step, in selection order, before its backup."""
 
     # ------------------------------------------------------------------ shared pieces
     def dead_end(self, run: Run, node: int) -> bool:
@@ -157,6 +171,11 @@ class TreeSearch(Method):
             for leaf, end, r in zip(leaves, ends, rewards):
                 tree.pending[leaf] = False
                 r = float(r)
+                failed = reward.failed(tree.prefix(end))
+                self.simulated(run, leaf, end, r, failed)
+                if failed:
+                    self._drop(run, leaf, end, r)
+                    continue
                 path = tree.record(end, r)
                 run.observe(end, r)
                 self.backup(run, path)
@@ -164,22 +183,52 @@ class TreeSearch(Method):
             meter.done += len(leaves)
         return run
 
+    def _drop(self, run: Run, leaf: int, end: int, r: float) -> None:
+        """A simulation whose reward failed is dropped: nothing is backed up and the reward
+        range is untouched. The failed terminal stays as a closed child with value −inf (never
+        selected, never drawn again); the rollout's other new nodes are unlinked, so ``leaf`` is
+        again a child without visits (the next selection may roll out from it again)."""
+        t = run.tree
+        run.failed += 1
+        if run.fallback < 0:
+            run.fallback = end
+        t.reward[end] = r
+        t.value[end] = -math.inf
+        t.closed[end] = True
+        node = int(t.parent[end])
+        child = end
+        while node >= 0 and child != leaf and node != leaf and t.visits[node] == 0 \
+                and len(t.children[node]) == 1:
+            child, node = node, int(t.parent[node])
+        if child != end and child != leaf:  # unlink the rollout's chain below ``leaf``
+            del t.children[node][int(t.token[child])]
+            t.tail[node] = np.nan
+        t.update_closed(t.path(end), lambda x: self.no_new(run, x))
+
+    def draws(self, run: Run) -> tuple[list[int], bool]:
+        """The terminal nodes returned as ``samples`` and whether they are independent draws.
+        Default: draws from the tree's soft policy (sampling methods), else the best found."""
+        if self.sampling and run.best >= 0:
+            return [sample_from_tree(run.tree, self.lam, run.rng)
+                    for _ in range(self.num_samples)], self.num_samples == 1
+        return [run.best if run.best >= 0 else run.fallback], True
+
     def _result(self, run: Run, reward_calls: int, nonfinite: int) -> SearchResult:
         t = run.tree
-        best = run.best
+        best = run.best if run.best >= 0 else run.fallback  # every reward failed: report one
         best_seq = t.prefix(best)
         best_r = float(t.reward[best])
-        if self.sampling:
-            draws = [sample_from_tree(t, self.lam, run.rng) for _ in range(self.num_samples)]
-        else:
-            draws = [best]
+        draws, independent = self.draws(run)
         samples = [t.prefix(d) for d in draws]
         chosen = draws[0] if self.answer == "sample" else best
         stats = {"rollouts": int(run.meter.done), **t.stats(), **sample_stats(samples),
                  "model_rollouts": int(run.model_rollouts), "best_reward": best_r,
                  "tree_exhausted": int(bool(t.closed[0])), "reward_calls": int(reward_calls),
-                 "nonfinite_rewards": int(nonfinite)}
+                 "nonfinite_rewards": int(nonfinite), "failed_rollouts": int(run.failed),
+                 "samples_independent": int(independent)}
         return SearchResult(tokens=t.prefix(chosen), reward=float(t.reward[chosen]),
                             logprob=t.seq_logprob(chosen), samples=samples, stats=stats,
-                            best_tokens=best_seq, best_reward=best_r)
+                            best_tokens=best_seq, best_reward=best_r,
+                            sample_rewards=[float(t.reward[d]) for d in draws],
+                            samples_independent=bool(independent))
 

@@ -29,6 +29,7 @@ class Greedy(Method):
         tree.add_chain(0, ro.tokens, ro.logprobs)
         stats = {"rollouts": 1, **tree.stats(), **sample_stats([seq]), "model_rollouts": 1,
                  "best_reward": r, "reward_calls": int(reward.calls - calls0),
-                 "nonfinite_rewards": int(reward.nonfinite - bad0)}
+                 "nonfinite_rewards": int(reward.nonfinite - bad0), "samples_independent": 1}
         return SearchResult(tokens=seq, reward=r, logprob=float(sum(ro.logprobs)), samples=[seq],
-                            stats=stats, best_tokens=seq, best_reward=r)
+                            stats=stats, best_tokens=seq, best_reward=r, sample_rewards=[r],
+                            samples_independent=True)

@@ -13,7 +13,9 @@ in parallel numpy arrays (grown by doubling):
 - ``expanded``: the method's expansion step ran at x (nodes added by a rollout's chain are not);
 - ``closed``: nothing below x can still be discovered (see :meth:`Tree.update_closed`);
 - ``pending``: a rollout from x is in flight (parallel rollouts);
-- ``tail``: cached log of the prior mass of the tokens that are not children of x (NaN = stale).
+- ``tail``: cached log of the prior mass of the tokens that are not children of x (NaN = stale);
+- ``logopen``, ``logopen_p``: log of the share of the sampler's proposal (of p_θ) below x that is
+  still open (not yet evaluated); used by ``dts`` only (0 = nothing evaluated below x).
 
 Children are kept per node in an insertion-ordered ``dict`` token -> node, so a node's children
 are vectorised with ``tree.kids(x)`` (an index array) and the per-node arrays.
@@ -41,7 +43,7 @@ _FIELDS = {
     "logp": (np.float64, 0.0), "terminal": (np.bool_, False), "visits": (np.int64, 0),
     "value_sum": (np.float64, 0.0), "value": (np.float64, np.nan), "reward": (np.float64, np.nan),
     "expanded": (np.bool_, False), "closed": (np.bool_, False), "pending": (np.bool_, False),
-    "tail": (np.float64, np.nan),
+    "tail": (np.float64, np.nan), "logopen": (np.float64, 0.0), "logopen_p": (np.float64, 0.0),
 }
 
 
