@@ -28,10 +28,10 @@ def dts_tree(lam, rollouts, seed, **cfg):
 
 
 @pytest.mark.parametrize("lam", [0.5, 2.0])
-def test_dts_converges_to_the_exact_target(lam):
-    """The law of DTS's returned sample is its tree's sampling distribution averaged over the
-    search's randomness; both the per-search distance and the distance of that average to the
-    exact π shrink as rollouts grow and end below 0.05."""
+def test_dts_tree_estimate_converges_to_the_exact_target(lam):
+    """The tree's own estimate of π (top-down draws ∝ p_θ·exp(λ·v̂), what DTS proposes from):
+    both the per-search distance and the distance of its average over searches to the exact π
+    shrink as rollouts grow and end below 0.05. (The answer's law: tests/test_search_exactness.py.)"""
     assert len(SEQS) == 364
     pi = exact_target(SEQS, LOGPS, reward(SEQS), lam)
     per_search, marginal = [], []
@@ -49,15 +49,20 @@ def test_dts_converges_to_the_exact_target(lam):
     assert per_search[0] > 0.1  # the test can fail: few rollouts are far from π
 
 
-def test_dts_returned_samples_follow_the_tree_distribution():
-    tree = dts_tree(1.0, 60, seed=0)
-    exact = tree_distribution(tree, 1.0)
+def test_dts_returned_samples_follow_the_answer_weights():
+    m = build("dts", temperature=1.0, expansion_k=0)
+    run = m.run(TableSession(TABLE, 4), RewardOracle(reward), Budget(rollouts=60, max_new_tokens=D),
+                np.random.default_rng(0))
+    assert not run.tree.closed[0]
+    exact = m.answer_law(run)
     assert sum(exact.values()) == pytest.approx(1.0)
-    rng = np.random.default_rng(1)
     n = 6000
+    m.num_samples = n
+    draws, independent = m.draws(run)
+    assert not independent  # resamples of one search
     counts = {}
-    for _ in range(n):
-        s = tree.prefix(sample_from_tree(tree, 1.0, rng))
+    for d in draws:
+        s = run.tree.prefix(d)
         counts[s] = counts.get(s, 0) + 1
     emp = {k: v / n for k, v in counts.items()}
     assert set(emp) <= set(exact)

@@ -1,0 +1,264 @@
+"""Exact by default: every method that claims π as its target reaches it on a vocabulary larger
+than any expansion cap, ``dts`` is exactly p_θ with equal rewards at every budget, failed rewards
+never reach the value normalisation (toy table-LM and the real Session on the tiny model)."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from specdifftree.search import build
+from specdifftree.search.base import Budget, RewardOracle
+from specdifftree.search.stats import total_variation
+from specdifftree.search.toy import (TableLM, TableSession, enumerate_sequences, exact_target,
+                                     table_reward)
+from specdifftree.search.tree import tree_distribution
+
+REPO = Path(__file__).resolve().parent.parent
+# the benchmark's space (experiments/bench_exactness.py): 6 tokens + EOS, at most 4 tokens
+BIG = TableLM.random(7, eos_ids=[6], seed=11, alpha=1.0)
+BD = 4
+BSEQS, BLOGPS = enumerate_sequences(BIG, BD)
+_g = np.random.default_rng(7)
+BREWARD = {s: float(_g.random()) for s in BSEQS}
+# methods whose answer claims π as its law
+SAMPLERS = ["dts", "sir", "smc"]
+
+
+def default_config(name: str) -> dict:
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "specdifftree" / "conf" / "method" /
+                                                f"{name}.yaml"))
+    return {k: v for k, v in cfg.items() if k not in ("name", "_target_")}
+
+
+def answer_law(name, cfg, table, D, reward, budget, seed):
+    """Exact law of the answer given one search (see experiments/bench_exactness.py)."""
+    m = build(name, **cfg)
+    session, oracle, rng = TableSession(table, 4), RewardOracle(reward), np.random.default_rng(seed)
+    if name in ("sir", "smc"):
+        return m.answer_law(session, oracle, budget, rng)
+    return m.answer_law(m.run(session, oracle, budget, rng))
+
+
+def averaged(laws):
+    out = {}
+    for law in laws:
+        for k, v in law.items():
+            out[k] = out.get(k, 0.0) + v / len(laws)
+    return out
+
+
+def floor(pi, draws, rng):
+    """TV of an exact sampler's empirical law from the same number of draws (the noise of the
+    measurement itself)."""
+    keys = list(pi)
+    p = np.array([pi[k] for k in keys])
+    c = rng.multinomial(draws, p / p.sum())
+    return total_variation(dict(zip(keys, c / draws)), pi)
+
+
+# ---------------------------------------------------------------------- equal rewards
+@pytest.mark.parametrize("lam", [0.5, 10.0])
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_dts_with_equal_rewards_has_normaliser_exactly_n(lam, beta):
+    """Every simulation adds exactly p_θ·exp(λc) of mass when r ≡ c: the self-normalised
+    answer is then an unbiased, exact draw of p_θ at every budget."""
+    c = 0.3
+    for seed in range(3):
+        m = build("dts", temperature=lam, defensive=beta)
+        run = m.run(TableSession(BIG, 4), RewardOracle(lambda s: np.full(len(s), c)),
+                    Budget(rollouts=40, max_new_tokens=BD), np.random.default_rng(seed))
+        _, logw = m.answer_weights(run)
+        total = float(np.exp(logw - lam * c).sum())
+        assert total == pytest.approx(40.0, rel=1e-9)
+
+
+def test_dts_with_equal_rewards_returns_p_theta_at_16_rollouts():
+    """3 tokens + EOS, depth 4 (121 continuations), 300 searches of 16 rollouts: the law of the
+    answer is within 0.02 of p_θ beyond the noise of an exact sampler; the tree's own top-down
+    distribution (renormalised over the children seen) is not."""
+    table = TableLM.random(4, eos_ids=[3], seed=3, alpha=0.7)
+    D = 4
+    seqs, logps = enumerate_sequences(table, D)
+    p = exact_target(seqs, logps, np.zeros(len(seqs)), 1.0)
+    zero = table_reward({})
+    laws, tree_laws = [], []
+    for seed in range(300):
+        m = build("dts")
+        run = m.run(TableSession(table, 4), RewardOracle(zero), Budget(rollouts=16, max_new_tokens=D),
+                    np.random.default_rng(seed))
+        laws.append(m.answer_law(run))
+        tree_laws.append(tree_distribution(run.tree, 1.0))
+    fl = floor(p, 16 * 300, np.random.default_rng(0))
+    tv = total_variation(averaged(laws), p)
+    assert tv < fl + 0.02, (tv, fl)
+    # the same criterion rejects the tree's own top-down law (the old answer): the test can fail
+    assert total_variation(averaged(tree_laws), p) > fl + 0.02
+
+
+# ---------------------------------------------------------------------- defaults reach π
+def first_token_tv(law: dict, pi: dict) -> float:
+    a, b = {}, {}
+    for d, src in ((a, law), (b, pi)):
+        for k, v in src.items():
+            d[k[0]] = d.get(k[0], 0.0) + v
+    return total_variation(a, b)
+
+
+@pytest.mark.parametrize("lam", [0.5, 2.0, 10.0])
+def test_default_samplers_reach_pi_on_a_vocabulary_larger_than_any_cap(lam):
+    """Default configs (specdifftree/conf/method/*.yaml) of every method whose answer claims π,
+    6 tokens + EOS, depth 4 (1555 continuations), 256 rollouts, 12 searches: the answer's
+    first-token law is within 0.05 of π's. (The whole law, with ≥ 1000 seeds per cell, is
+    measured by experiments/bench_exactness.py: docs/search.md; the cap's failure is shown
+    through the real Session below.)"""
+    pi = exact_target(BSEQS, BLOGPS, np.array([BREWARD[s] for s in BSEQS]), lam)
+    budget = Budget(rollouts=256, max_new_tokens=BD)
+    for name in SAMPLERS:
+        cfg = {**default_config(name), "temperature": lam}
+        if name == "smc":
+            cfg["block_size"] = 1
+        law = averaged([answer_law(name, cfg, BIG, BD, table_reward(BREWARD), budget, s)
+                        for s in range(12)])
+        tv = first_token_tv(law, pi)
+        if name == "smc" and lam == 10.0:
+            # a known miss, reported in docs/search.md: the look-ahead twist exp(10·r(y)) of a
+            # single rollout is so noisy that the particle weights degenerate
+            assert tv < 0.15, (name, tv)
+            continue
+        assert tv < 0.05, (name, tv)
+
+
+def test_dts_exhausts_the_space_and_is_then_exact():
+    """With no cap the root closes once every continuation is evaluated; the answer is then an
+    exact draw of π (tree_exhausted = 1 means the whole space)."""
+    table = TableLM.random(4, eos_ids=[3], seed=5, zero_prob=0.3)
+    D = 3
+    seqs, logps = enumerate_sequences(table, D)
+    r = np.random.default_rng(2).normal(size=len(seqs))
+    pi = exact_target(seqs, logps, r, 2.0)
+    m = build("dts", temperature=2.0)
+    run = m.run(TableSession(table, 4), RewardOracle(table_reward(dict(zip(seqs, r)))),
+                Budget(tokens=10**9, max_new_tokens=D), np.random.default_rng(0))
+    assert run.tree.closed[0] and run.meter.done == len(seqs)
+    assert total_variation(m.answer_law(run), pi) < 1e-9
+
+
+def test_maxent_ts_soft_policy_is_not_pi_with_top_k_below_the_vocabulary():
+    """maxent_ts is an optimiser: its soft-policy draws equal π only when every node holds every
+    token; with top-k < vocabulary a fully explored tree is still not π (docs/search.md)."""
+    table = TableLM.random(4, eos_ids=[3], seed=5)
+    D = 3
+    seqs, logps = enumerate_sequences(table, D)
+    r = np.random.default_rng(2).normal(size=len(seqs))
+    pi = exact_target(seqs, logps, r, 1.0)
+    for k, exact in ((2, False), (4, True)):
+        m = build("maxent_ts", temperature=1.0, expansion_k=k)
+        run = m.run(TableSession(table, 4), RewardOracle(table_reward(dict(zip(seqs, r)))),
+                    Budget(tokens=10**9, max_new_tokens=D), np.random.default_rng(0))
+        assert run.tree.closed[0]
+        tv = total_variation(tree_distribution(run.tree, 1.0), pi)
+        assert (tv < 1e-9) if exact else (tv > 0.05), (k, tv)
+
+
+# ---------------------------------------------------------------------- failed rewards
+NEEDLE_TABLE = TableLM.fixed([0.6, 0.25, 0.05, 0.1], eos_ids=[3])
+ND = 6
+
+
+def needle_reward(first_nan: bool):
+    state = {"n": 0}
+
+    def fn(seqs):
+        out = []
+        for s in seqs:
+            s = tuple(s)
+            state["n"] += 1
+            if first_nan and state["n"] == 1:
+                out.append(math.nan)
+                continue
+            k = 0
+            while k < len(s) and s[k] == 2:
+                k += 1
+            out.append(1.0 if s == (2,) * ND else 0.5 * k / ND)
+        return np.array(out)
+    return fn
+
+
+@pytest.mark.parametrize("name,cfg", [("mcts", {}), ("dts_star", {"temperature": 100.0})])
+def test_one_nan_reward_leaves_search_quality_unchanged(name, cfg):
+    """One NaN among finite rewards (the very first rollout) is dropped: it never enters the
+    min–max range, and the needle is found as often as without it (the NaN used to be scored
+    −1e9 and squash every real reward into ~1e-9 of the scale: 0 of 20 seeds)."""
+    hits = {}
+    for first_nan in (False, True):
+        h = 0
+        for seed in range(20):
+            s = TableSession(NEEDLE_TABLE, 4)
+            m = build(name, **cfg)
+            run = m.run(s, RewardOracle(needle_reward(first_nan)),
+                        Budget(tokens=250, max_new_tokens=ND), np.random.default_rng(seed))
+            assert run.rmin >= 0.0 and (run.failed >= 1) == first_nan
+            res = m._result(run, 0, int(first_nan))
+            h += res.best_reward == 1.0
+            assert math.isfinite(res.best_reward)
+        hits[first_nan] = h
+    assert hits[True] == hits[False] >= 18, hits
+
+
+def test_failed_rewards_from_the_reward_wrapper_are_dropped():
+    """The runner's reward wrapper turns a failure into failure_reward; its mask reaches the
+    oracle, so the stand-in is marked failed like a NaN."""
+    from specdifftree.rewards.build import SafeReward
+
+    def raw(forecasts, texts, valid, ctx):
+        return np.array([math.nan if t == "bad" else 1.0 for t in texts])
+
+    safe = SafeReward(raw, "t", failure_reward=-1000.0)
+    texts = {(1,): "ok", (2,): "bad"}
+    oracle = RewardOracle(lambda seqs: safe(np.zeros((len(seqs), 1)), [texts[s] for s in seqs],
+                                            np.ones(len(seqs)), None),
+                          failed_mask=lambda: safe.last_failed)
+    assert list(oracle([(1,), (2,)])) == [1.0, -1000.0]
+    assert oracle.failed((2,)) and not oracle.failed((1,)) and oracle.failures == 1
+
+
+# ---------------------------------------------------------------------- the real Session
+def test_dts_reaches_pi_through_the_real_session():
+    """tiny_random (character vocabulary of ~100 tokens, far above any cap), depth 2, a reward
+    of the first token only, so the answer's first-token law is comparable with the exact
+    π(a) ∝ p_θ(a)·exp(λ·r(a)) from the Session's own log-probs. The default dts gets there; a
+    cap of 4 children cannot."""
+    from specdifftree.backend.loader import load
+    from specdifftree.backend.session import Session
+
+    lm = load(OmegaConf.create({"builtin": "tiny_random", "dtype": "float32"}))
+    prompt = lm.encode("12.50, 13.75, 11.00, " * 2)
+    g = np.random.default_rng(3)
+    tok_r = g.random(lm.vocab_size)
+    lam = 3.0
+
+    def reward(seqs):
+        return np.array([tok_r[s[0]] for s in seqs])
+
+    lp0 = np.asarray(Session(lm, prompt).logprobs([()])[0], dtype=np.float64)
+    logw = lp0 + lam * tok_r
+    pi1 = np.exp(logw - np.logaddexp.reduce(logw[np.isfinite(logw)]))
+
+    def first_token_law(cfg, seeds):
+        acc = np.zeros(lm.vocab_size)
+        for seed in range(seeds):
+            m = build("dts", **cfg)
+            run = m.run(Session(lm, prompt), RewardOracle(reward),
+                        Budget(rollouts=48, max_new_tokens=2), np.random.default_rng(seed))
+            for seq, w in m.answer_law(run).items():
+                acc[seq[0]] += w / seeds
+        return acc
+
+    base = {**default_config("dts"), "temperature": lam}
+    tv = 0.5 * np.abs(first_token_law(base, 12) - pi1).sum()
+    capped = 0.5 * np.abs(first_token_law({**base, "expansion_k": 4}, 4) - pi1).sum()
+    # 12 searches of 48 rollouts over ~100 first tokens: a coarse check (noise ≈ 0.1)
+    assert tv < 0.2 and capped > 0.5, (tv, capped)
