@@ -19,11 +19,11 @@ PINNED = {
     "best_of_n": "104fa744fe0e5f5a",
     "beam": "68dd3dc5cc93e228",
     "mcts": "50cc6cd77db42f15",
-    "dts": "x",
+    "dts": "1b8e73eb2698bd99",
     "dts_star": "eb96aeb2f24f9be9",
     "maxent_ts": "e72af97e20be9acf",
-    "sir": "x",
-    "smc": "x",
+    "sir": "0e176fc08da138eb",
+    "smc": "91c85c6163179f38",
 }
 
 
