@@ -9,13 +9,14 @@ independent seeds. For each search the *exact* law of its answer given the searc
 returned sample, whose total-variation distance to the exact π is reported
 
 - at equal rollouts (``budget.rollouts`` = 16, 64, 256) and
-- at equal tokens (``budget.tokens`` = 50, 200, 800 tokens processed, prompt of 4 included).
+- at equal tokens (``budget.tokens`` = 40, 100, 250 tokens processed, prompt of 4 included).
 
 ``floor`` is the TV that an exact sampler drawing N i.i.d. samples of π per seed shows with the
 same number of seeds (the Monte-Carlo noise of the table itself). A separate table checks that
 ``dts`` with equal rewards returns exactly p_θ.
 
     python experiments/bench_exactness.py --seeds 1000 --workers 16   # writes outputs/bench_exactness/
+    python experiments/bench_exactness.py --merge a/tv.csv b/tv.csv     # one table from split runs
 
 Writes ``tv.csv`` (one row per method × λ × budget) and ``tv.md``.
 """
@@ -44,7 +45,7 @@ from specdifftree.search.tree import tree_distribution  # noqa: E402
 VOCAB, EOS, D, PROMPT = 7, 6, 4, 4
 LAMS = (0.5, 2.0, 10.0)
 ROLLOUTS = (16, 64, 256)
-TOKENS = (50, 200, 800)
+TOKENS = (40, 100, 250)
 
 
 def method_config(name: str) -> dict:
@@ -141,10 +142,23 @@ def main(argv=None) -> None:
     ap.add_argument("--lams", default=",".join(str(x) for x in LAMS))
     ap.add_argument("--methods", default=",".join(VARIANTS))
     ap.add_argument("--kinds", default="rollouts,tokens")
+    ap.add_argument("--no-equal", action="store_true", help="skip the equal-rewards table")
+    ap.add_argument("--merge", nargs="+", help="only merge these tv.csv files into --out")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_exactness"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        rows = []
+        for f in args.merge:
+            with open(f) as fh:
+                for r in csv.DictReader(fh):
+                    for k in ("lam", "tv", "floor", "tokens"):
+                        r[k] = float(r[k])
+                    r["budget"] = int(r["budget"])
+                    rows.append(r)
+        write(out, rows)
+        return
     lams = [float(x) for x in args.lams.split(",")]
     labels = args.methods.split(",")
     rows = []
@@ -153,7 +167,7 @@ def main(argv=None) -> None:
     with Pool(args.workers) as pool:
         # equal rewards: dts must return exactly p_θ
         p_theta = exact_target(SEQS, LOGPS, np.zeros(len(SEQS)), 1.0)
-        for b in ROLLOUTS:
+        for b in (() if args.no_equal else ROLLOUTS):
             law, tok = averaged_law(pool, "dts", 1.0, "rollouts", b, args.seeds, args.workers,
                                     equal=True)
             rows.append({"table": "equal_rewards", "method": "dts", "lam": 1.0, "kind": "rollouts",
@@ -174,6 +188,10 @@ def main(argv=None) -> None:
                                      "tv": total_variation(law, pi), "floor": fl,
                                      "tokens": tok, "seeds": args.seeds})
                         print(rows[-1], f"{time.time() - t0:.0f}s", flush=True)
+    write(out, rows)
+
+
+def write(out: Path, rows: list) -> None:
     with open(out / "tv.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
