@@ -49,10 +49,10 @@ TOKENS = (40, 100, 250)
 
 
 def method_config(name: str) -> dict:
-    from omegaconf import OmegaConf
+    import yaml  # plain YAML: the method files have no interpolations
 
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "specdifftree" / "conf" / "method" /
-                                                f"{name}.yaml"))
+    with open(ROOT / "specdifftree" / "conf" / "method" / f"{name}.yaml") as f:
+        cfg = yaml.safe_load(f)
     cfg = {k: v for k, v in cfg.items() if k not in ("name", "_target_")}
     if name == "smc":
         cfg["block_size"] = 1
@@ -188,16 +188,18 @@ def main(argv=None) -> None:
                                      "tv": total_variation(law, pi), "floor": fl,
                                      "tokens": tok, "seeds": args.seeds})
                         print(rows[-1], f"{time.time() - t0:.0f}s", flush=True)
+                        write(out, rows, quiet=True)  # partial results survive a time limit
     write(out, rows)
 
 
-def write(out: Path, rows: list) -> None:
+def write(out: Path, rows: list, quiet: bool = False) -> None:
     with open(out / "tv.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     (out / "tv.md").write_text(markdown(rows))
-    print(markdown(rows))
+    if not quiet:
+        print(markdown(rows))
 
 
 def markdown(rows) -> str:
