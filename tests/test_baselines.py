@@ -67,3 +67,23 @@ def test_ses_and_theta_reproduce_m4s_published_smape(freq, method, official):
     got = np.mean([smape(s.y, m.forecast(np.asarray(s.x), s.horizon, s.period)) for s in series])
     assert m.fallbacks == 0
     assert got == pytest.approx(official, rel=1e-3), got
+
+
+def test_the_table_script_writes_json_and_markdown(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = m4_files("Weekly-train.csv", "Weekly-test.csv")
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "m4_baselines.py"),
+                          "--root", str(root), "--methods", "naive2,ses", "--frequencies",
+                          "Weekly", "--limit", "5", "--workers", "1", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "m4_baselines.json").read_text())["Weekly"]
+    assert res["naive2"]["owa"] == pytest.approx(1.0) and res["ses"]["n"] == 5
+    md = (tmp_path / "m4_baselines.md").read_text()
+    assert "| M4 Weekly (5) | `ses` |" in md
+    assert "9.012" not in md  # a subset is never put next to M4's whole-frequency figures
