@@ -13,9 +13,9 @@ up to the first one finished at or after T. On that set, per series:
   ``median`` rule over everything scored; for ``best_of_n`` exactly median-of-n);
 - ``crps``: normalised CRPS of the continuations so far as a sample set.
 
-Budgets are the powers of two from the smallest budget at which every series has one continuation
-up to the largest recorded. After its last continuation a series keeps its final values. Each
-curve point is the mean over series with a 95% confidence band (mean ± 1.96 standard errors over
+Budgets are the powers of two from the smallest budget at which every series has one finished
+continuation up to the tokens every series' search reached (its last continuation): a larger
+budget would have let the search go on, so this run does not answer it. Each curve point is the mean over series with a 95% confidence band (mean ± 1.96 standard errors over
 series); a curve is drawn only through two or more budgets.
 """
 
@@ -34,11 +34,11 @@ SERIES_KEYS = ("method", "dataset", "seed", "series_id")
 
 
 def budgets(first: float, last: float) -> np.ndarray:
-    """Powers of two from ⌈log2 first⌉ to ⌈log2 last⌉ (the last budget covers every row)."""
+    """Powers of two T with first ≤ T ≤ last (empty when there is none)."""
     if not (first > 0 and last >= first):
         return np.zeros(0)
-    lo, hi = math.ceil(math.log2(first)), math.ceil(math.log2(last))
-    return 2.0 ** np.arange(lo, hi + 1)
+    lo, hi = math.ceil(math.log2(first)), math.floor(math.log2(last))
+    return 2.0 ** np.arange(lo, hi + 1) if hi >= lo else np.zeros(0)
 
 
 def series_curve(rows: list[dict], truth, grid: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,8 +89,11 @@ def curves(samples: pd.DataFrame, results: pd.DataFrame,
             per_series.append((s.sort_values("rollout").to_dict("records"), y))
         if not per_series:
             continue
+        # from the budget at which every series has a finished continuation to the largest
+        # budget every series' search reached (beyond its last row a search at a larger budget
+        # would have gone on, so that budget is not answered by this run)
         first = max(rows[0]["tokens"] for rows, _ in per_series)
-        last = max(max(r["tokens"] for r in rows) for rows, _ in per_series)
+        last = min(rows[-1]["tokens"] for rows, _ in per_series)
         grid = budgets(first, last)
         if grid.size == 0:
             continue

@@ -26,10 +26,11 @@ def median_run(tmp_path_factory):
                "budget.rollouts=6")
 
 
-@pytest.fixture(scope="module")
-def best_runs(tmp_path_factory):
+@pytest.fixture(scope="module", params=["best_of_n", "dts"])
+def best_runs(request, tmp_path_factory):
     # the same search with two token budgets: the smaller run must be a prefix of the larger
-    short = ["method=best_of_n", "dataset.context_length=16", "num_samples=2"]  # short prompts
+    short = [f"method={request.param}", "dataset.context_length=16", "num_samples=2",
+             "budget.rollouts=1000000"]  # short prompts; only the token budget stops the search
     return (run(tmp_path_factory, "small", *short, "budget.tokens=300")[1:],
             run(tmp_path_factory, "large", *short, "budget.tokens=520")[1:])
 
@@ -110,9 +111,10 @@ def test_a_smaller_budget_run_is_a_prefix_of_a_larger_one(best_runs):
     for res in results:
         rows = s[res["series_id"]]
         best = max(rows, key=lambda r: r["reward"])
-        assert res["reward"] == pytest.approx(best["reward"])
+        assert res["best_reward"] == pytest.approx(best["reward"])
         assert [r["answer"] for r in rows].count(True) >= 1
         assert res["text"] == next(r["text"] for r in rows if r["answer"])
+        assert res["reward"] == next(r["reward"] for r in rows if r["answer"])
 
 
 def test_dts_median_over_its_draws(tmp_path_factory):
