@@ -25,14 +25,19 @@ The soft value is the one of the KL-regularised objective whose optimal policy i
 
       v̂(x) = (1/λ)·log[ Σ_{c∈V(x)} p_θ(c|x)·exp(λ·v̂(c)) + R(x)·exp(λ·m(x)) ],
 
-  i.e. the unexplored mass keeps the Monte-Carlo value m(x) of x (a conservative stand-in: by
-  Jensen it does not exceed the soft value) instead of being dropped, which would inflate v̂
-  towards the few children seen. R is computed in log space, exactly from the node's next-token
+  i.e. the unexplored mass keeps the Monte-Carlo value m(x) of x instead of being dropped, which
+  would inflate v̂ towards the few children seen. m(x) is a heuristic stand-in, not a bound: it is
+  a mean under the search's own selection, which favours high-value children, so it can lie
+  above the soft value of the unexplored tokens as well as below. R is computed in log space, exactly from the node's next-token
   vector when below 1e-4.
 
-Answer: the best-reward continuation found (``answer: best``, default) or the first of the
-``num_samples`` draws from the tree's soft policy p_θ(c|x)·exp(λ·v̂(c)) (``answer: sample``),
-which are returned as ``samples`` either way.
+Target: r (an optimiser). Answer: the best-reward continuation found (``answer: best``,
+default) or the first of the ``num_samples`` draws from the tree's soft policy
+p_θ(c|x)·exp(λ·v̂(c)) (``answer: sample``), which are returned as ``samples`` either way
+(correlated draws of one tree). They are draws of π only on a fully explored tree whose nodes
+hold every token with p_θ > 0 (``expansion_k`` ≥ the vocabulary); with top-k expansion below the
+vocabulary the unexpanded tokens keep the stand-in value for good, so even an exhausted tree
+(``tree_exhausted`` = 1: the truncated tree, not the space) is not π.
 """
 
 from __future__ import annotations
