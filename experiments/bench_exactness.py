@@ -238,8 +238,8 @@ def markdown(rows) -> str:
             cells = []
             for lam in lams:
                 for b in budgets:
-                    r = next(r for r in sub if r["lam"] == lam and r["budget"] == b)
-                    cells.append(f"{r['floor']:.3f}")
+                    r = next((r for r in sub if r["lam"] == lam and r["budget"] == b), None)
+                    cells.append("" if r is None else f"{r['floor']:.3f}")
             lines.append("| *exact-sampler floor* | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
