@@ -111,7 +111,7 @@ def first_token_tv(law: dict, pi: dict) -> float:
 def test_default_samplers_reach_pi_on_a_vocabulary_larger_than_any_cap(lam):
     """Default configs (specdifftree/conf/method/*.yaml) of every method whose answer claims π,
     6 tokens + EOS, depth 4 (1555 continuations), 256 rollouts, 12 searches: the answer's
-    first-token law is within 0.05 of π's. (The whole law, with ≥ 1000 seeds per cell, is
+    first-token law is within 0.05 of π's. (The whole law, over many seeds per cell, is
     measured by experiments/bench_exactness.py: docs/search.md; the cap's failure is shown
     through the real Session below.)"""
     pi = exact_target(BSEQS, BLOGPS, np.array([BREWARD[s] for s in BSEQS]), lam)
