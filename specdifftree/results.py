@@ -12,6 +12,9 @@ import math
 import os
 from pathlib import Path
 
+import logging
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -20,6 +23,9 @@ RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.csv"
 #: means of the sample-set scores, in summary.csv when the rows have them
 DISTRIBUTION_KEYS = ("crps", "crps_mase", "msis", "coverage", "wql", "n_forecast_samples")
+REJECTED_FILE = "results.rejected.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 def _jsonable(v):
@@ -39,22 +45,90 @@ def _jsonable(v):
     return v
 
 
-def read_results(run_dir: str | Path) -> list[dict]:
-    """Rows of ``results.jsonl``; a torn last line (crash mid-write) is ignored."""
+@dataclass
+class BadLine:
+    """A line of ``results.jsonl`` that is not a usable row."""
+
+    lineno: int
+    reason: str
+    text: str
+
+
+@dataclass
+class Scan:
+    rows: list[dict]
+    raw: list[bytes]          # each row's original line (newline included)
+    bad: list[BadLine]
+
+
+def _key(r: dict) -> tuple:
+    return (r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id"))
+
+
+def scan_results(run_dir: str | Path) -> Scan:
+    """Rows of ``results.jsonl`` and the lines that are not rows, each with its reason.
+
+    A line is bad when it is not JSON, not a JSON object, lacks the row keys, repeats the key
+    (method, dataset, seed, series_id) of an earlier row, or is torn (the last line without its
+    newline: a crash mid-write). Reading never stops at a bad line.
+    """
+    from .errors import DataError
+
     path = Path(run_dir) / RESULTS_FILE
-    rows = []
+    scan = Scan([], [], [])
     if not path.exists():
-        return rows
-    with path.open() as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
+        return scan
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a results file; move it away or choose another "
+                        "run dir (hydra.run.dir=...)")
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file; move it away or choose another run dir "
+                        "(hydra.run.dir=...)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    seen: set[tuple] = set()
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines, start=1):
+        last = i == len(lines)
+        if last and not line:
+            break
+        text = line.decode("utf-8", errors="replace")
+        if not line.strip():
+            if not last:
                 continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
+        if last:
+            scan.bad.append(BadLine(i, "torn line (no newline: cut by a crash)", text))
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            scan.bad.append(BadLine(i, "not JSON", text))
+            continue
+        if not isinstance(row, dict):
+            scan.bad.append(BadLine(i, f"a JSON {type(row).__name__}, not an object", text))
+            continue
+        if not {"method", "series_id"} <= set(row):
+            scan.bad.append(BadLine(i, "not a results row (no method/series_id)", text))
+            continue
+        k = _key(row)
+        if k in seen:
+            scan.bad.append(BadLine(i, "duplicate of an earlier row", text))
+            continue
+        seen.add(k)
+        scan.rows.append(row)
+        scan.raw.append(line + b"\n")
+    return scan
+
+
+def read_results(run_dir: str | Path) -> list[dict]:
+    """Rows of ``results.jsonl``; bad lines are skipped with a warning (see :func:`scan_results`)."""
+    scan = scan_results(run_dir)
+    if scan.bad:
+        log.warning("%s: %d unreadable line(s) skipped (%s)", Path(run_dir) / RESULTS_FILE,
+                    len(scan.bad), "; ".join(f"line {b.lineno}: {b.reason}" for b in scan.bad[:5]))
+    return scan.rows
 
 
 def _mean(values) -> float:
@@ -63,10 +137,35 @@ def _mean(values) -> float:
     return float(arr.mean()) if arr.size else float("nan")
 
 
+def _paired_means(rs: list[dict], key: str) -> tuple[float, float, int]:
+    """Means of ``key`` and ``key_naive2`` over the rows where both are finite, and how many rows
+    were left out: OWA compares a method and Naive2 on the same series (docs/metrics.md)."""
+    a = np.array([np.nan if r.get(key) is None else r.get(key) for r in rs], dtype=np.float64)
+    b = np.array([np.nan if r.get(f"{key}_naive2") is None else r.get(f"{key}_naive2") for r in rs],
+                 dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if not ok.any():
+        return float("nan"), float("nan"), int(len(rs))
+    return float(a[ok].mean()), float(b[ok].mean()), int((~ok).sum())
+
+
+def _first(rs: list[dict], key: str):
+    vals = {json.dumps(r.get(key)) for r in rs if r.get(key) is not None}
+    if not vals:
+        return None
+    return json.loads(sorted(vals)[0]) if len(vals) == 1 else "mixed"
+
+
+#: what was run, named in summary.csv next to the grouping keys
+CONTEXT_KEYS = ("model", "reward_name", "budget_rollouts", "budget_tokens")
+
+
 def summarize(rows: list[dict]) -> pd.DataFrame:
     """One row per (method, dataset, seed): means over samples; OWA from the means.
 
-    ``owa = ½ (mean sMAPE / mean sMAPE_Naive2 + mean MASE / mean MASE_Naive2)`` on the same series.
+    ``owa = ½ (mean sMAPE / mean sMAPE_Naive2 + mean MASE / mean MASE_Naive2)`` on the same series:
+    a series whose MASE is undefined for the method or for Naive2 (constant or 1-value history,
+    docs/metrics.md) leaves both MASE means and is counted in ``mase_undefined``.
     """
     if not rows:
         return pd.DataFrame(columns=[*SUMMARY_KEYS, "n"])
@@ -75,16 +174,17 @@ def summarize(rows: list[dict]) -> pd.DataFrame:
         groups.setdefault(tuple(r.get(k) for k in SUMMARY_KEYS), []).append(r)
     out = []
     for key, rs in groups.items():
-        smape, mase = _mean(r.get("smape") for r in rs), _mean(r.get("mase") for r in rs)
-        s2, m2 = _mean(r.get("smape_naive2") for r in rs), _mean(r.get("mase_naive2") for r in rs)
+        smape, s2, _ = _paired_means(rs, "smape")
+        mase, m2, mase_undef = _paired_means(rs, "mase")
         owa = 0.5 * (smape / s2 + mase / m2) if s2 > 0 and m2 > 0 else float("nan")
         lps = [r.get("mean_logprob") for r in rs if r.get("mean_logprob") is not None]
         row = dict(zip(SUMMARY_KEYS, key))
+        row.update({k: _first(rs, k) for k in CONTEXT_KEYS})
         row.update(
             n=len(rs),
             errors=sum(1 for r in rs if r.get("error")),
             valid_rate=_mean(1.0 if r.get("valid") else 0.0 for r in rs),
-            smape=smape, mase=mase, owa=owa,
+            smape=smape, mase=mase, owa=owa, mase_undefined=mase_undef,
             reward=_mean(r.get("reward") for r in rs),
             perplexity=float(math.exp(-_mean(lps))) if lps else float("nan"),
             mean_logprob=_mean(lps) if lps else float("nan"),
@@ -102,42 +202,72 @@ def summarize(rows: list[dict]) -> pd.DataFrame:
 
 
 class ResultsWriter:
-    """Appends rows to ``results.jsonl`` (flushed per row) and writes ``summary.csv``."""
+    """Appends rows to ``results.jsonl`` (flushed and fsynced per row) and writes ``summary.csv``.
+
+    Opening an existing file (resume) moves its bad lines (:func:`scan_results`) to
+    ``results.rejected.jsonl`` and rewrites the good rows atomically (temporary file, fsync,
+    rename), so appends start on a clean line and a crash never loses a written row.
+    """
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / RESULTS_FILE
-        self.rows = read_results(self.run_dir)
-        self._truncate_torn_tail()
-        self._fh = self.path.open("a")
+        scan = scan_results(self.run_dir)
+        self.rows = scan.rows
+        self.rejected = scan.bad
+        if scan.bad:
+            self._quarantine(scan)
+        self._fh = self.path.open("ab", buffering=0)  # each row goes straight to the OS
 
-    def _truncate_torn_tail(self) -> None:
-        """Drop a partial last line left by a crash so appends start on a clean line."""
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        good = b"".join(json.dumps(_jsonable(r)).encode() + b"\n" for r in self.rows)
-        if data != good:
-            self.path.write_bytes(good)
+    def _quarantine(self, scan: Scan) -> None:
+        from .rundir import atomic_write, fsync_dir
+
+        side = self.run_dir / REJECTED_FILE
+        with side.open("a") as fh:
+            for b in scan.bad:
+                fh.write(json.dumps({"line": b.lineno, "reason": b.reason, "text": b.text,
+                                     "moved_at": pd.Timestamp.now(tz="UTC").isoformat()}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(self.run_dir)
+        atomic_write(self.path, b"".join(scan.raw))
+        log.warning("%s: %d unusable line(s) moved to %s (%s)", self.path, len(scan.bad), side,
+                    "; ".join(f"line {b.lineno}: {b.reason}" for b in scan.bad[:5]))
 
     def done_keys(self) -> set[tuple]:
-        return {(r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id")) for r in self.rows}
+        return {_key(r) for r in self.rows}
 
     def write(self, row: dict) -> None:
+        from . import faults
+
         row = _jsonable(row)
-        self._fh.write(json.dumps(row) + "\n")
-        self._fh.flush()
+        data = (json.dumps(row, allow_nan=False) + "\n").encode()
+        if os.environ.get("SPECDIFFTREE_CRASH_AT", "").startswith("torn"):
+            self._write_all(data[: len(data) // 2])
+            faults.crash_point("torn")
+            data = data[len(data) // 2:]
+        self._write_all(data)
         os.fsync(self._fh.fileno())
         self.rows.append(row)
+        faults.crash_point("row")
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._fh.write(view)
+            view = view[n:]
 
     def write_summary(self) -> pd.DataFrame:
+        from .rundir import atomic_write
+
         df = summarize(self.rows)
-        tmp = self.run_dir / (SUMMARY_FILE + ".tmp")
-        df.to_csv(tmp, index=False)
-        tmp.replace(self.run_dir / SUMMARY_FILE)
+        atomic_write(self.run_dir / SUMMARY_FILE, df.to_csv(index=False))
         return df
 
     def close(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:  # the write error itself has been reported
+                pass

@@ -30,6 +30,8 @@ from .tasks.serialize import Serializer
 from .tasks.series import Series
 
 log = logging.getLogger(__name__)
+#: the dir of the run in progress (or last run) in this process: the CLI names it on Ctrl-C
+LAST_RUN_DIR: dict = {}
 
 
 @dataclass
@@ -60,12 +62,46 @@ def build_method(method_cfg) -> Method:
 
     if kwargs.get("answer") in AGGREGATE_RULES:  # the runner aggregates the sample set
         kwargs.pop("answer")
+    _check_method_keys(cls, str(method_cfg.get("name") or target), kwargs)
     try:
         method = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"method={method_cfg.get('name')}: {exc}") from exc
     method.name = str(method_cfg.get("name") or method.name)
     return method
+
+
+def method_keys(cls, name: str) -> set[str]:
+    """Keys a method accepts: named ``__init__`` parameters along its MRO, plus the keys of its
+    shipped config ``conf/method/<name>.yaml`` (values a method takes through ``**kwargs``)."""
+    import inspect
+
+    from .config import conf_dir
+
+    keys: set[str] = set()
+    for klass in inspect.getmro(cls):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                keys.add(p.name)
+    preset = conf_dir() / "method" / f"{name}.yaml"
+    if preset.is_file():
+        keys |= {str(k) for k in (OmegaConf.load(preset) or {}).keys()} - {"_target_", "name"}
+    return keys
+
+
+def _check_method_keys(cls, name: str, kwargs: dict) -> None:
+    import difflib
+
+    known = method_keys(cls, name)
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean method.{close[0]}? " if close else ""
+            raise ConfigError(f"method.{key} is not a setting of method={name}; {hint}"
+                              f"its settings: {', '.join(sorted(known)) or 'none'}")
 
 
 def is_caption_task(cfg: DictConfig) -> bool:
@@ -93,8 +129,9 @@ def load_samples(cfg: DictConfig) -> list:
     from .tasks.sources import select
 
     series, _ = get_series(cfg.dataset)
-    seed = cfg.dataset.get("subset_seed")
-    return select(series, cfg.num_samples, int(cfg.seed if seed is None else seed))
+    # the series are picked by dataset.subset_seed alone, so every `seed` evaluates the same ones
+    subset_seed = cfg.dataset.get("subset_seed")
+    return select(series, cfg.num_samples, int(subset_seed or 0))
 
 
 def prepare(cfg: DictConfig) -> Experiment:
@@ -126,7 +163,8 @@ def _base_row(exp: Experiment, s, index: int) -> dict:
             "seed": int(exp.cfg.seed), "sample_index": index,
             "horizon": getattr(s, "horizon", None), "period": getattr(s, "period", None),
             "model": exp.lm.name if exp.lm else None, "reward_name": exp.cfg.reward.get("name"),
-            "error": None}
+            "budget_rollouts": exp.cfg.budget.get("rollouts"),
+            "budget_tokens": exp.cfg.budget.get("tokens"), "error": None}
 
 
 def sample_set_scores(forecasts: np.ndarray, s: Series) -> dict:
@@ -263,7 +301,11 @@ def error_row(exp: Experiment, s: Series, index: int, exc: BaseException, elapse
     row = _base_row(exp, s, index)
     row.update(reward=None, text="", model_calls=None, tokens_processed=None, prompt_tokens=None,
                generated_tokens=0)
-    row.update(exp.task.evaluate("", s))
+    try:
+        row.update(exp.task.evaluate("", s))
+    except Exception as err:  # noqa: BLE001 - the row is written without metrics, never lost
+        log.warning("sample %s: its error row cannot be scored either (%s: %s)", s.id,
+                    type(err).__name__, err)
     row.update(valid=False,
                error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     row["time_s"] = elapsed
@@ -283,25 +325,69 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
     """Run one experiment and return its per-sample results as a DataFrame.
 
     Results are written to ``run_dir`` (default: the Hydra run dir, or ``outputs/runs/<time>``
-    outside Hydra): ``results.jsonl``, ``summary.csv`` and, outside Hydra, ``config.yaml``.
+    outside Hydra): ``results.jsonl``, ``summary.csv``, ``run.json`` and, outside Hydra,
+    ``config.yaml``. The DataFrame holds exactly this config's rows, one per selected series in
+    sample order (resumed ones included).
     """
     return execute(prepare(cfg), run_dir)
 
 
+def _expected_keys(exp: Experiment) -> list[tuple]:
+    return [(exp.method.name, exp.cfg.dataset.name, int(exp.cfg.seed), s.id) for s in exp.samples]
+
+
 def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
-    """Run the samples of a prepared experiment, writing each row as it is produced."""
-    from tqdm import tqdm
+    """Run the samples of a prepared experiment, writing each row as it is produced.
+
+    The run dir is locked and checked against this experiment's fingerprint first
+    (:mod:`specdifftree.rundir`); rows already written for this config are kept (resume).
+    """
+    from .preflight import preflight
+    from .rundir import RunDirError, claim, describe_oserror, fingerprint, provenance
 
     cfg = exp.cfg
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    writer = ResultsWriter(run_dir)
-    if not (run_dir / ".hydra").exists():
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    preflight(exp)
+    fp = fingerprint(cfg, exp.lm, exp.samples)
+    c = claim(run_dir, fp, provenance(cfg, exp.lm, fp), resume=bool(cfg.get("resume", True)))
+    run_dir = c.run_dir
+    LAST_RUN_DIR["dir"] = str(run_dir)
+    try:
+        try:
+            writer = ResultsWriter(run_dir)
+            if not (run_dir / ".hydra").exists():
+                from .rundir import atomic_write
+
+                atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        except OSError as exc:
+            raise RunDirError(describe_oserror(exc, run_dir)) from None
+        try:
+            _loop(exp, writer, run_dir)
+        except OSError as exc:
+            raise RunDirError(describe_oserror(exc, run_dir)) from None
+        finally:
+            writer.close()
+    finally:
+        c.lock.release()
+    by_key = {(r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id")): r
+              for r in writer.rows}
+    rows = [by_key[k] for k in _expected_keys(exp) if k in by_key]
+    df = pd.DataFrame(rows)
+    df.attrs["run_dir"] = str(run_dir)
+    df.attrs["model_cache_hit"] = exp.model_cache_hit
+    df.attrs["rejected_lines"] = len(writer.rejected)
+    return df
+
+
+def _loop(exp: Experiment, writer: ResultsWriter, run_dir: Path) -> None:
+    from tqdm import tqdm
+
+    from .loggers import build_logger
+
+    cfg = exp.cfg
     done = writer.done_keys()
     record = bool(cfg.output.get("samples", True)) and exp.method.needs_model
     samples_writer = SamplesWriter(run_dir, done) if record else None
-    from .loggers import build_logger
-
     logger = build_logger(cfg.get("logger"))
     logger.start(cfg, run_dir)
     try:
@@ -316,7 +402,7 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
                 row = run_sample(exp, s, index, sample_rows)
             except SpecDiffTreeError:
                 raise  # a user error (config, data, model) is the same for every sample
-            except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the run
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - one bad sample must not stop the run
                 log.warning("sample %s failed: %s: %s", s.id, type(exc).__name__, exc)
                 log.debug("traceback of sample %s:\n%s", s.id, traceback.format_exc())
                 row = error_row(exp, s, index, exc, time.perf_counter() - t0)
@@ -327,12 +413,7 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
             logger.log_sample(row)
     finally:
         summary = writer.write_summary()
-        writer.close()
         if samples_writer is not None:
             samples_writer.close()
         logger.log_summary(summary, run_dir)
         logger.finish()
-    df = pd.DataFrame(writer.rows)
-    df.attrs["run_dir"] = str(run_dir)
-    df.attrs["model_cache_hit"] = exp.model_cache_hit
-    return df

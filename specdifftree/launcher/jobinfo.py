@@ -52,11 +52,12 @@ def write_job_info(job_dir: str | Path, info: dict) -> Path:
 
 def result_keys(job_dir: str | Path) -> set[tuple]:
     """``(method, dataset, seed, series_id)`` of the rows already in ``results.jsonl``."""
+    from ..errors import SpecDiffTreeError
     from ..results import read_results
 
     try:
         rows = read_results(job_dir)
-    except OSError:
+    except (OSError, SpecDiffTreeError):  # unreadable: the job reports it when it runs
         return set()
     return {(r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id")) for r in rows}
 
