@@ -14,34 +14,176 @@ def _fail(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _precheck(argv: list[str]) -> None:
-    """Compose and validate the config before Hydra starts, so a bad value is one line + exit 2."""
-    from hydra.errors import HydraException, MissingConfigException
+def _hydra_message(exc: Exception, overrides: list[str]) -> str:
+    """One line for a Hydra composition error: unknown keys get the closest key and the ``+``."""
+    import difflib
+    import re
+
+    from hydra.errors import MissingConfigException
+
+    from hydra.errors import OverrideParseException
+
+    if isinstance(exc, OverrideParseException):
+        return _grammar_message(exc, overrides)
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if isinstance(exc, MissingConfigException):
+        m = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+        opts = [ln for ln in lines if ln and not ln.startswith(("In ", "Config search", "provider=",
+                                                                "Available", "Could not"))]
+        if m:
+            group, name = m.group(1), m.group(2)
+            return (f"{group}={name} is not an option of '{group}'; choose one of "
+                    f"{', '.join(opts)}")
+        return lines[0] if lines else type(exc).__name__
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:
+        key = m.group(1)
+        known = _known_keys()
+        close = difflib.get_close_matches(key, known, n=1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
+        hint = f"did you mean {close[0]}={value}? " if close else ""
+        return (f"unknown key '{key}': {hint}to add a new key write +{key}={value}")
+    hint = next((ln for ln in lines if ln.startswith("Key '")), "")
+    first = lines[0] if lines else type(exc).__name__
+    return f"{first}{' (' + hint + ')' if hint and hint != first else ''}"
+
+
+def _grammar_message(exc: Exception, overrides: list[str]) -> str:
+    """Name the override that does not parse (Hydra's override grammar)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    for o in overrides:
+        try:
+            OverridesParser.create().parse_overrides([o])
+        except Exception as e:  # noqa: BLE001
+            last = str(e).strip().splitlines()[-1] if str(e).strip() else first
+            return (f"cannot parse the override {o!r} ({last}); write key=value, quote "
+                    "values with special characters ('key=\"a[b\"')")
+    return first
+
+
+def _known_keys() -> list[str]:
+    from omegaconf import OmegaConf
+
+    from .config import compose
+    from .rundir import flatten
+
+    try:
+        return sorted(flatten(OmegaConf.to_container(compose([]), resolve=False)))
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _compose_checked(overrides: list[str], check_dir: str | None = None, values: bool = True):
+    """Compose (and with ``values`` validate) one job's overrides; one line + exit 2 on any
+    problem. In a sweep a bad value fails only its job (the others run); a config that does not
+    compose stops the whole sweep, as Hydra would, but with one line."""
+    from hydra.errors import HydraException
 
     from .config import compose, validate
     from .errors import SpecDiffTreeError
 
-    overrides = [a for a in argv if not a.startswith("-")]
     try:
         cfg = compose(overrides, return_hydra_config=True)
-    except MissingConfigException as exc:  # wrong group option: Hydra's own message lists them
-        print(str(exc), file=sys.stderr)
-        sys.exit(2)
     except HydraException as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        hint = next((ln for ln in lines if ln.startswith("Key '")), "")
-        first = lines[0] if lines else type(exc).__name__
-        _fail(f"{first}{' (' + hint + ')' if hint and hint != first else ''}")
+        _fail(_hydra_message(exc, overrides))
     except Exception as exc:  # noqa: BLE001 - e.g. override grammar errors
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    from omegaconf import open_dict
+        _fail(_grammar_message(exc, overrides))
+    from omegaconf import OmegaConf, open_dict
 
+    target = OmegaConf.select(cfg, check_dir) if check_dir else None
     with open_dict(cfg):
         cfg.pop("hydra", None)  # resolved by Hydra itself at launch
     try:
-        validate(cfg)
+        if values:
+            validate(cfg)
+        if target:
+            _check_dir(str(target))
     except SpecDiffTreeError as exc:
         _fail(str(exc), exc.exit_code)
+    return cfg
+
+
+def _check_dir(path: str) -> None:
+    """The run/sweep dir must be creatable and writable: checked without creating it (its name
+    may hold the time, which Hydra resolves again)."""
+    import errno
+    import os
+    from pathlib import Path
+
+    from .rundir import RunDirError, describe_oserror
+
+    p = Path(path).expanduser().absolute()
+    try:
+        if p.exists() and not p.is_dir():
+            raise OSError(errno.EEXIST, "exists")
+        anc = p
+        while not anc.exists():
+            anc = anc.parent
+        if not anc.is_dir():
+            raise OSError(errno.ENOTDIR, "not a directory")
+        probe = anc / f".sdt-write-test-{os.getpid()}"
+        with open(probe, "wb") as fh:
+            fh.write(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(describe_oserror(exc, p)) from None
+
+
+def _precheck(argv: list[str]) -> None:
+    """Compose and validate the config before Hydra starts, so a bad value is one line + exit 2."""
+    overrides = [a for a in argv if not a.startswith("-")]
+    _compose_checked(overrides, "hydra.run.dir")
+
+
+def _precheck_multirun(argv: list[str]) -> None:
+    """Every value of every swept key composes and validates (each against the others' first
+    values), and the sweep dir is writable; one line + exit 2 otherwise."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .config import compose
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # noqa: BLE001 - grammar errors
+        _fail(_grammar_message(exc, overrides))
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweeps = {o.get_key_element(): list(o.sweep_string_iterator())
+              for o in parsed if o.is_sweep_override()}
+    base = _compose_checked(fixed + [f"{k}={v[0]}" for k, v in sweeps.items()],
+                            "hydra.sweep.dir", values=False)
+    del base
+    try:  # presets (+sweep=...) sweep their own hydra.sweeper.params
+        params = compose(fixed, return_hydra_config=True).hydra.sweeper.get("params") or {}
+    except Exception:  # noqa: BLE001 - reported above
+        params = {}
+    for key, spec in params.items():
+        if key in sweeps or key.lstrip("+") in sweeps:
+            continue
+        try:
+            ov = OverridesParser.create().parse_overrides([f"{key}={spec}"])[0]
+            sweeps[key] = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [str(spec)]
+        except Exception:  # noqa: BLE001
+            continue
+    firsts = {k: v[0] for k, v in sweeps.items()}
+    for key, values in sweeps.items():
+        for v in values[1:]:
+            others = [f"{k}={x}" for k, x in firsts.items() if k != key]
+            _compose_checked(fixed + others + [f"{key}={v}"], values=False)
+
+
+def _interrupted(run_dir: str | None, multirun: bool) -> None:
+    if multirun:
+        where = (f"; run the same command with hydra.sweep.dir={run_dir} to resume" if run_dir
+                 else "; run the same command with the same hydra.sweep.dir to resume")
+    else:
+        where = (f"; rows written so far are kept in {run_dir}: run the same command with "
+                 f"hydra.run.dir={run_dir} to resume" if run_dir else "")
+    print(f"specdifftree: interrupted{where}", file=sys.stderr)
+    sys.exit(130)
 
 
 def _task(cfg) -> None:
@@ -54,11 +196,22 @@ def _task(cfg) -> None:
         df = run(cfg)
     except SpecDiffTreeError as exc:
         _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - never a bare traceback; the log keeps it
+        logging.getLogger("specdifftree").debug("unexpected error", exc_info=True)
+        _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(a bug: please report it with the command line; HYDRA_FULL_ERROR=1 shows the "
+              "traceback)", 1)
     run_dir = df.attrs.get("run_dir")
     if cfg.output.get("print_summary", True):
         from .report_table import summary_table
 
         print(summary_table(run_dir))
+    from .flags import summary_flags
+
+    for line in summary_flags(run_dir):
+        print(f"warning: {line}", file=sys.stderr)
     print(f"run dir: {run_dir}")
 
 
@@ -68,15 +221,26 @@ def main() -> None:
     ensure_fast_blas()
     argv = sys.argv[1:]
     multirun = any(a in ("--multirun", "-m") for a in argv)
-    if not multirun and not any(a.split("=")[0] in _HYDRA_FLAGS_WITHOUT_RUN for a in argv):
-        _precheck(argv)
+    informational = any(a.split("=")[0] in _HYDRA_FLAGS_WITHOUT_RUN for a in argv)
+    if not informational:
+        if multirun:
+            _precheck_multirun(argv)
+        else:
+            _precheck(argv)
 
     import hydra
 
+    from . import runner
     from .config import conf_dir
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_task)()
+    try:
+        hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_task)()
+    except KeyboardInterrupt:
+        if multirun:
+            d = runner.LAST_RUN_DIR.get("dir")
+            _interrupted(str(__import__("pathlib").Path(d).parent) if d else None, True)
+        _interrupted(runner.LAST_RUN_DIR.get("dir"), False)
 
 
 if __name__ == "__main__":

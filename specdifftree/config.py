@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -51,6 +52,8 @@ def _number(cfg, key: str, lo: float | None = None, hi: float | None = None,
         raise ConfigError(f"{key} is missing")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ConfigError(f"{key}={v!r}: must be a number")
+    if not math.isfinite(v):
+        raise ConfigError(f"{key}={v!r}: must be a finite number")
     if lo is not None and (v < lo or (lo_open and v == lo)):
         raise ConfigError(f"{key}={v!r}: must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and v > hi:
@@ -62,6 +65,9 @@ def validate(cfg: DictConfig) -> None:
     for group in ("method", "dataset", "model", "reward"):
         if OmegaConf.select(cfg, group) is None:
             raise ConfigError(f"config group '{group}' is missing")
+    if not cfg.model.get("builtin") and OmegaConf.is_missing(cfg.model, "path"):
+        raise ConfigError("model.path is missing: model=hf needs model.path=<local mlx-lm folder "
+                          "or Hugging Face id>")
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # noqa: BLE001 - omegaconf reports missing/interpolation errors
@@ -69,6 +75,11 @@ def validate(cfg: DictConfig) -> None:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{key + ': ' if key else ''}{msg}") from exc
     _int_or_none(cfg, "seed", 0, "")
+    _int_or_none(cfg, "dataset.subset_seed", 0, " (it picks the series; seed drives sampling)")
+    resume = OmegaConf.select(cfg, "resume", default=True)
+    if not isinstance(resume, bool):
+        raise ConfigError(f"resume={resume!r}: must be true (continue the run dir's results) or "
+                          "false (start clean in a new dir)")
     _int_or_none(cfg, "num_samples", 1, " or null (every series)")
     _int_or_none(cfg, "max_new_tokens", 1, " or null (derived from the horizon)")
     _int_or_none(cfg, "budget.rollouts", 1, " or null")

@@ -117,7 +117,7 @@ class SafeReward:
                 raise ValueError(f"returned shape {out.shape} for a batch of {b}")
         except SpecDiffTreeError:
             raise
-        except Exception as e:  # a misbehaving reward must not end the run
+        except (Exception, SystemExit) as e:  # a misbehaving reward must not end the run
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             self._warn_once("failure", "reward %s raised %s: %s; its %d values were set to "
@@ -177,6 +177,12 @@ def import_target(target: str, name: str) -> Any:
     except ImportError as e:
         raise ConfigError(f"reward {name}: cannot import module {mod_name!r} of "
                           f"_target_={target} ({e}); put it on PYTHONPATH") from e
+    except SyntaxError as e:
+        raise ConfigError(f"reward {name}: module {mod_name!r} has a syntax error "
+                          f"({e.filename}, line {e.lineno}: {e.msg}); fix it") from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the module's own code failed on import
+        raise ConfigError(f"reward {name}: importing module {mod_name!r} raised "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     try:
         return getattr(mod, attr)
     except AttributeError:
