@@ -37,6 +37,7 @@ def dataset_key(dataset_cfg) -> str:
             else dict(dataset_cfg))
     # keys that select the series, not the ones that only shape the prompt
     data.pop("context_length", None)
+    data.pop("subset_seed", None)  # picks among the loaded series
     if data.get("root"):
         try:
             from .tasks.sources import resolve_root

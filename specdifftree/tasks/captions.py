@@ -244,7 +244,8 @@ class CaptionTask:
                 "reference": s.caption}
 
     def reward_context(self, s: CaptionSample) -> RewardContext:
-        x = np.asarray(s.series, dtype=np.float64)
+        x = np.array(s.series, dtype=np.float64)
+        x.flags.writeable = False  # a reward cannot change the shared sample
         return RewardContext(history=self.context(s), full_history=x, horizon=0, period=1,
                              truth=None, sample=s,
                              extra={"reference": s.caption, "frequency": s.frequency})

@@ -73,8 +73,13 @@ class ForecastTask:
     def reward_context(self, s: Series):
         from ..rewards.base import RewardContext
 
-        return RewardContext(history=self.context(s), full_history=np.asarray(s.x, dtype=np.float64),
-                             horizon=s.horizon, period=s.period, truth=np.asarray(s.y), sample=s)
+        def ro(a):  # read-only views: a reward cannot change the shared series
+            a = np.asarray(a, dtype=np.float64).view()
+            a.flags.writeable = False
+            return a
+
+        return RewardContext(history=ro(self.context(s)), full_history=ro(s.x),
+                             horizon=s.horizon, period=s.period, truth=ro(s.y), sample=s)
 
     def reward_inputs(self, texts: list[str], s: Series) -> tuple[np.ndarray, np.ndarray]:
         """(forecasts (B, h), share of values parsed (B,)) for a batch of generated texts."""
@@ -87,9 +92,12 @@ class ForecastTask:
         from ..metrics.m4 import mase, smape
         from ..search.classical import Naive2
 
+        def mase_or_nan(fc) -> float:  # undefined with < 2 history values (docs/metrics.md)
+            return float(mase(s.x, s.y, fc, s.period)) if len(s.x) >= 2 else float("nan")
+
         n2 = Naive2().forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period)
-        return {"smape": float(smape(s.y, values)), "mase": float(mase(s.x, s.y, values, s.period)),
-                "smape_naive2": float(smape(s.y, n2)), "mase_naive2": float(mase(s.x, s.y, n2, s.period)),
+        return {"smape": float(smape(s.y, values)), "mase": mase_or_nan(values),
+                "smape_naive2": float(smape(s.y, n2)), "mase_naive2": mase_or_nan(n2),
                 "forecast": np.asarray(values, dtype=np.float64),
                 # truth and the last history values, so reports plot forecasts from results alone
                 "truth": np.asarray(s.y, dtype=np.float64),

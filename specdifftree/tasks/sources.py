@@ -230,7 +230,34 @@ def _rows(path: Path, label: str) -> Iterable[tuple[int, list[str]]]:
             raise DataError(f"{label} is not a readable CSV file: {e}") from e
 
 
+def _check_not_cut(path: Path, label: str) -> None:
+    """DataError when the file ends mid-row: no final newline and the last line has an open
+    quote, or fewer cells than the padded rows before it (the official files pad every row to
+    one width). A complete last row without a newline is accepted."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - (4 << 20)))
+            tail = fh.read()
+            fh.seek(0)
+            head = fh.read(1 << 20).split(b"\n", 1)[0]
+    except OSError:
+        return  # reported by the reader
+    if not tail or tail.endswith(b"\n"):
+        return
+    lines = tail.split(b"\n")
+    last = lines[-1].rstrip(b"\r")
+    prev = lines[-2].rstrip(b"\r") if len(lines) > 1 else b""
+    # padded layout: the row before has as many cells as the header line
+    padded = bool(prev) and prev.count(b",") == head.count(b",") and len(lines) > 2
+    if last.count(b'"') % 2 == 1 or (padded and last.count(b",") < prev.count(b",")):
+        raise DataError(f"{label} ends in the middle of a row (no final newline; the last row is "
+                        "cut): the file is truncated; re-download it (dataset.download=true)")
+
+
 def _read_one(path: Path, label: str) -> tuple[list[str], list[np.ndarray], list[int]]:
+    _check_not_cut(path, label)
     ids, vals, lines = [], [], []
     for lineno, cells in _rows(path, label):
         sid = cells[0].strip()
