@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .results import RESULTS_FILE, SUMMARY_FILE, read_results, summarize
+from .results import RESULTS_FILE, SUMMARY_FILE, scan_results, summarize
 
 JOB_FILE = "job.json"
 KEYS = ["method", "dataset", "variant"]
@@ -72,6 +72,8 @@ class Collected:
     jobs: pd.DataFrame      # job.json records, plus job_dir
     samples: pd.DataFrame = field(default_factory=pd.DataFrame)  # samples.jsonl lines
     anytime: pd.DataFrame = field(default_factory=pd.DataFrame)  # anytime.curves of samples
+    #: (results file, line number, reason) of lines that are not rows (skipped, reported)
+    unreadable: list = field(default_factory=list)
 
 
 #: extra report.md sections: functions (Collected, aggregate) -> markdown text ("" for none)
@@ -143,11 +145,17 @@ def collect(root: str | Path) -> Collected:
         raise DataError(f"report: no {RESULTS_FILE}, {SUMMARY_FILE} or {JOB_FILE} under {root}")
     overrides = {d: list((_read_job(d / JOB_FILE) or {}).get("overrides") or []) for d in run_dirs}
     var = variants(overrides)
-    summaries, rows, sample_rows = [], [], []
+    summaries, rows, sample_rows, unreadable = [], [], [], []
     from .rollouts import read_samples
 
     for d in run_dirs:
-        rs = read_results(d)
+        try:
+            scan = scan_results(d)
+        except DataError as exc:
+            unreadable.append((str(d / RESULTS_FILE), 0, str(exc)))
+            continue
+        rs = scan.rows
+        unreadable += [(str(d / RESULTS_FILE), b.lineno, b.reason) for b in scan.bad]
         for r in read_samples(d):
             r["run_dir"], r["variant"] = str(d), var.get(d, "")
             sample_rows.append(r)
@@ -170,13 +178,13 @@ def collect(root: str | Path) -> Collected:
     if not summary.empty:
         summary = summary[summary["method"].notna()].reset_index(drop=True)
     return Collected(root, summary, pd.DataFrame(rows), pd.DataFrame(jobs),
-                     pd.DataFrame(sample_rows))
+                     pd.DataFrame(sample_rows), unreadable=unreadable)
 
 
 # ---------------------------------------------------------------------------------- aggregate
 
 def metric_columns(summary: pd.DataFrame) -> list[str]:
-    skip = {"seed"}
+    skip = {"seed", "budget_rollouts", "budget_tokens"}
     cols = [c for c in summary.columns
             if c not in skip and c not in KEYS and c != "run_dir"
             and pd.api.types.is_numeric_dtype(summary[c])]
@@ -276,6 +284,12 @@ def markdown(col: Collected, agg: pd.DataFrame, figures: list[Path], out_dir: Pa
                                   str(r.get("error"))] for _, r in failed.iterrows()]), ""]
         if "wall_time_s" in col.jobs:
             parts += [f"Total job wall time: {pd.to_numeric(col.jobs['wall_time_s']).sum():.1f} s", ""]
+    if col.unreadable:
+        parts += ["## Unreadable lines", "",
+                  f"{len(col.unreadable)} unreadable line(s) in results files were skipped (a "
+                  "resumed run moves them to results.rejected.jsonl):", ""]
+        parts += [_md_table(["file", "line", "reason"],
+                            [[f, str(n), r] for f, n, r in col.unreadable[:50]]), ""]
     if agg.empty:
         parts += ["No scored samples.", ""]
         return "\n".join(parts)
@@ -594,9 +608,11 @@ def make_figures(col: Collected, agg: pd.DataFrame, out_dir: Path, max_series: i
 # -------------------------------------------------------------------------------------- entry
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, figures: bool = True,
-                 max_series: int = 4) -> dict:
-    """Write report.md, report.csv and figures/*.png; returns their paths and the aggregate."""
+                 max_series: int = 4, reference: str | None = None) -> dict:
+    """Write report.md, report.csv, report_paired.csv, report.tex and figures; returns their
+    paths, the aggregate and the paired differences (:mod:`specdifftree.report_paired`)."""
     from .anytime import curves
+    from .report_paired import markdown_section, paired_differences
 
     col = collect(run_dir)
     out = Path(out_dir) if out_dir is not None else col.root
@@ -607,11 +623,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, figures
     agg.to_csv(out / "report.csv", index=False)
     if not col.anytime.empty:
         col.anytime.to_csv(out / "anytime.csv", index=False)
-    (out / "report.md").write_text(markdown(col, agg, figs, out))
+    paired = paired_differences(col.rows, reference)
+    paired.to_csv(out / "report_paired.csv", index=False)
+    md = markdown(col, agg, figs, out)
+    (out / "report.md").write_text(md + "\n".join(["", *markdown_section(paired)]))
     (out / "report.tex").write_text(latex(col, agg))
     return {"report_md": out / "report.md", "report_csv": out / "report.csv",
             "report_tex": out / "report.tex", "figures": figs, "aggregate": agg,
-            "collected": col}
+            "collected": col, "paired": paired, "report_paired_csv": out / "report_paired.csv"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -622,12 +641,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where to write (default: the dir itself)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--max-series", type=int, default=4, help="series in forecasts.png (default 4)")
+    p.add_argument("--reference", default=None,
+                   help="method the paired differences compare against (default: naive2 if "
+                        "present, else greedy, else the first method)")
     args = p.parse_args(argv)
     from .errors import SpecDiffTreeError
 
     try:
         res = build_report(args.dir, args.out, figures=not args.no_figures,
-                           max_series=args.max_series)
+                           max_series=args.max_series, reference=args.reference)
     except SpecDiffTreeError as exc:
         print(f"specdifftree: error: {exc}", file=sys.stderr)
         return exc.exit_code
