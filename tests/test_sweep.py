@@ -32,7 +32,7 @@ def test_sweep_shares_model_isolates_failure_and_resumes(tmp_path):
     # loaded once by the first job; the other three (the failing one included) hit the cache
     assert [jobs[i]["model_cache_hit"] for i in range(4)] == [False, True, True, True]
     assert out.stderr.count("loaded model tiny_random") + out.stdout.count("loaded model tiny_random") == 1
-    assert "Is a directory" in jobs[3]["error"] and "Traceback" in jobs[3]["traceback"]
+    assert "is a folder" in jobs[3]["error"] and jobs[3]["traceback"] is None  # a user error
     assert jobs[3]["overrides"] == ["model=tiny_random", "method=best_of_n", "max_new_tokens=4",
                                     "seed=1", "num_samples=2"]
     for i in range(3):
@@ -41,7 +41,7 @@ def test_sweep_shares_model_isolates_failure_and_resumes(tmp_path):
         assert jobs[i]["n_expected"] == 2 and jobs[i]["n_results"] == 2
     # the failure is listed at the end with its overrides and error
     tail = out.stderr[out.stderr.rindex("sweep job(s) failed"):]
-    assert re.search(r"#3 \[.*method=best_of_n.*seed=1.*\]: IsADirectoryError", tail), tail
+    assert re.search(r"#3 \[.*method=best_of_n.*seed=1.*\]: .*results.jsonl is a folder", tail), tail
     sweep_json = json.loads((sweep / "sweep.json").read_text())
     assert [j["status"] for j in sweep_json["jobs"]] == ["done", "done", "done", "failed"]
 
@@ -143,7 +143,7 @@ def test_methods_x_seeds_preset_is_runnable(tmp_path):
     from specdifftree.config import compose
 
     cfg = compose(["+sweep=methods_x_seeds"], return_hydra_config=True)
-    assert cfg.num_samples == 250 and cfg.max_new_tokens == 50 and cfg.budget.rollouts == 20
+    assert cfg.num_samples == 250 and cfg.max_new_tokens is None and cfg.budget.rollouts == 20
     params = cfg.hydra.sweeper.params
     assert params.method == "greedy,mcts,dts,maxent_ts" and params.seed == "0,1,2"
     for method in params.method.split(","):
