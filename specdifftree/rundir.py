@@ -336,7 +336,7 @@ def diff_fingerprints(old: dict, new: dict) -> list[str]:
 
 def _short(v) -> str:
     s = json.dumps(v) if not isinstance(v, str) else v
-    return s if len(s) <= 24 else s[:12] + "…"
+    return s if len(s) <= 40 else "…" + s[-30:]
 
 
 # ------------------------------------------------------------------------------ provenance

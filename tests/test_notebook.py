@@ -24,7 +24,9 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("smape" in h and "greedy" in h for h in html)  # the DataFrame is shown
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # and figures
-    assert (tmp_path / "run" / "results.jsonl").exists()
+    assert any("naive2" in h and "owa" in h for h in html)  # both runs in the summary table
+    for method in ("greedy", "naive2"):  # one run dir per config
+        assert (tmp_path / "run" / method / "results.jsonl").exists()
     assert (tmp_path / "run" / "figures" / "accuracy.png").exists()
     # the notebook is stored without outputs
     stored = nbformat.read(NOTEBOOK, as_version=4)
