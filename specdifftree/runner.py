@@ -172,6 +172,10 @@ def sample_set_scores(forecasts: np.ndarray, s: Series) -> dict:
     from .metrics.m4 import mase_scale
     from .metrics.probabilistic import distribution_scores
 
+    if len(s.x) < 2:  # no in-sample scale: the scaled scores are undefined (docs/metrics.md)
+        out = distribution_scores(forecasts, s.y, np.array([0.0, 1.0]), 1)
+        out.update(crps_mase=float("nan"), msis=float("nan"), mase_scale=float("nan"))
+        return out
     out = distribution_scores(forecasts, s.y, s.x, s.period)
     out["mase_scale"] = mase_scale(s.x, s.period)
     return out

@@ -463,6 +463,8 @@ def test_constant_and_one_value_series_follow_the_mase_rule(tmp_path, method):
     rows = {r["series_id"]: r for r in df.to_dict("records")}
     assert rows["O1"]["mase"] is None or np.isnan(rows["O1"]["mase"])
     assert rows["O1"]["smape"] is not None
+    if method == "naive2":  # a plain forecast of a 1-value history is scored, not an error
+        assert all(r["error"] is None for r in rows.values()), [r["error"] for r in rows.values()]
     import pandas as pd
 
     s = pd.read_csv(tmp_path / "run" / "summary.csv").iloc[0]
@@ -762,3 +764,20 @@ def test_kill_9_of_the_cli_with_a_model_then_rerun_is_equal(tmp_path, crash_at):
     ref = execute(prepare(compose(args)), tmp_path / "ref")    # an uninterrupted run
     assert strip_time(again.to_dict("records")) == strip_time(ref.to_dict("records"))
     assert strip_time(rows_of(tmp_path / "run")) == strip_time(rows_of(tmp_path / "ref"))
+
+
+def test_sweep_skips_a_complete_job_only_when_its_config_is_the_same(naive2_run):
+    """The launcher's skip test: same rows expected but another config (e.g. an edited yaml
+    default) is not 'complete' — the job runs and the runner refuses the mixed dir."""
+    from specdifftree.launcher.jobinfo import recorded_config_matches
+
+    cfg, _, tmp = naive2_run
+    run = tmp / "run"
+    execute(prepare(cfg), run)
+    assert recorded_config_matches(run, cfg)
+    assert not recorded_config_matches(run, compose(["method=naive2", "num_samples=8",
+                                                     "prompt.decimals=3"]))
+    assert recorded_config_matches(run, compose(["method=naive2", "num_samples=8",
+                                                 "output.progress=true"]))  # display only
+    (run / "run.json").unlink()
+    assert not recorded_config_matches(run, cfg)

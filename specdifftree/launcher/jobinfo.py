@@ -78,3 +78,18 @@ def expected_keys(cfg) -> set[tuple] | None:
         return {(str(name), str(cfg.dataset.name), int(cfg.seed), s.id) for s in load_samples(cfg)}
     except Exception:  # noqa: BLE001 - the job will raise the real error when it runs
         return None
+
+
+def recorded_config_matches(job_dir: str | Path, cfg) -> bool:
+    """Whether the job dir's ``run.json`` was written by this config and package version (the
+    cheap part of the run fingerprint; the runner checks the rest when the job runs). A complete
+    job is skipped only then, so an edited config never reuses old results."""
+    from ..rundir import package_version, read_run_file, result_config
+
+    data = read_run_file(job_dir)
+    fp = (data or {}).get("fingerprint") or {}
+    try:
+        return (fp.get("config") == result_config(cfg)
+                and fp.get("package_version") == package_version())
+    except Exception:  # noqa: BLE001 - the job reports a bad config when it runs
+        return False

@@ -7,8 +7,9 @@
 * A failing job (an exception, or ``sys.exit`` from the CLI's error path) does not stop the sweep.
   The failures are listed at the end with their overrides and errors, and the exit code is 1
   (:class:`specdifftree.launcher.callback.SweepExitCode`).
-* Resume: a job whose ``results.jsonl`` already holds every sample it selects is skipped; a job cut
-  off mid-way runs again and the runner continues after its last written sample.
+* Resume: a job whose ``results.jsonl`` already holds every sample it selects, written by the same
+  config (``run.json``), is skipped; a job cut off mid-way runs again and the runner continues
+  after its last written sample (or stops with one line when the dir holds another config's).
 * Each job dir gets ``job.json`` (:mod:`.jobinfo`); the sweep dir gets ``sweep.json`` (all jobs).
 """
 
@@ -25,7 +26,8 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from .jobinfo import expected_keys, job_identity, read_job_info, result_keys, write_job_info
+from .jobinfo import (expected_keys, job_identity, read_job_info, recorded_config_matches,
+                      result_keys, write_job_info)
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +311,7 @@ class SequentialSweep:
         info["n_expected"] = len(expected) if expected is not None else None
         if self.skip_complete and expected:
             done = result_keys(job.job_dir)
-            if expected <= done:
+            if expected <= done and recorded_config_matches(job.job_dir, job.task_cfg):
                 if prev is not None:
                     info["previous"] = {k: v for k, v in prev.items() if k != "previous"}
                 log.info(f"\t#{job.num} already complete ({len(expected)} samples): skipped")
