@@ -2,6 +2,8 @@
 
     make bench                                  # defaults below, writes outputs/bench/bench.json
     python -m specdifftree.blas exec -- .venv/bin/python experiments/bench_perf.py --shape medium
+    python experiments/bench_perf.py --shape vocab-proxy --prompt 500 --parallel 20 --methods best_of_n
+    python experiments/bench_perf.py --shape llama-1b --quantize 4 --prompt 500 --warmup   # a GPU
 
 Workload (defaults = the seed project's settings): 20 rollouts, expansion_k 4, λ 1.0, 50 new
 tokens per continuation, a 1024-token prompt, a random-weight Llama of ~25M parameters (fp32,
@@ -17,6 +19,16 @@ vocabulary 2048). For every method it records
   rollouts (same count, same lengths, same batch size), prompt prefilled once, same model —
   measured in the same process right after the method;
 - ``peak_memory_mb`` (``mx.get_peak_memory``);
+- ``host_overhead = (wall_s - model_time_s) / wall_s``: the share of wall time the host spends
+  outside the model (graph building and waiting for the device count as model time);
+- ``ms_per_step``: wall milliseconds per forward pass of the search (prefill included), and
+  ``baseline_ms_per_step`` the same for mlx-lm's run (its generation steps + one prefill);
+
+Shapes: ``small`` (~25M parameters, vocabulary 2048, fp32: the CPU default), ``medium`` (~78M),
+``vocab-proxy`` (hidden 64, 1 layer, vocabulary 128256: the host-overhead check any CPU can run)
+and ``llama-1b`` (Llama-3.2-1B's shape: hidden 2048, 16 layers, 32/8 heads, vocabulary 128256,
+bf16; with ``--quantize 4`` quantized like mlx-community's 4-bit models, group 64). Weights are
+seeded random: use it for timing and accounting, not for forecast quality.
 
 and the scaling of wall time with rollouts (10 → 80) and prompt length (256 → 4096).
 """
@@ -40,17 +52,36 @@ SHAPES = {
               "num_attention_heads": 8, "num_key_value_heads": 4},  # ~25M parameters
     "medium": {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 2048,
                "num_attention_heads": 12, "num_key_value_heads": 4},  # ~78M parameters
+    "vocab-proxy": {"hidden_size": 64, "num_hidden_layers": 1, "intermediate_size": 256,
+                    "num_attention_heads": 4, "num_key_value_heads": 2},  # 8.3M parameters, all but 0.05M in the (tied) embedding
+    "llama-1b": {"hidden_size": 2048, "num_hidden_layers": 16, "intermediate_size": 8192,
+                 "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 500000.0},
 }
+# shape defaults: vocabulary, dtype
+SHAPE_DEFAULTS = {"small": (2048, "float32"), "medium": (2048, "float32"),
+                  "vocab-proxy": (128256, "float32"), "llama-1b": (128256, "bfloat16")}
 METHODS = ["greedy", "best_of_n", "beam", "mcts", "dts", "dts_star", "maxent_ts"]
 
 
-def load_model(shape: str, vocab: int):
+def load_model(shape: str, vocab: int, dtype: str = "float32", quantize: int = 0):
+    """The seeded random model of ``shape`` through the project's loader; ``quantize`` bits
+    (group 64, as ``mlx_lm.convert -q`` and mlx-community's quantized models do it)."""
     from omegaconf import OmegaConf
 
     from specdifftree.backend.loader import load
 
-    return load(OmegaConf.create({"builtin": "tiny_random", "dtype": "float32", "init_seed": 0,
-                                  "shape": SHAPES[shape], "min_vocab": vocab}))
+    lm = load(OmegaConf.create({"builtin": "tiny_random", "dtype": dtype, "init_seed": 0,
+                                "shape": SHAPES[shape], "min_vocab": vocab}))
+    from mlx.utils import tree_flatten
+
+    n_params = sum(v.size for _, v in tree_flatten(lm.model.parameters()))
+    if quantize:
+        import mlx.core as mx
+        from mlx_lm.utils import quantize_model
+
+        lm.model, _ = quantize_model(lm.model, dict(lm.config), group_size=64, bits=int(quantize))
+        mx.eval(lm.model.parameters())
+    return lm, int(n_params)
 
 
 def make_prompt(lm, n_tokens: int) -> list[int]:
@@ -81,6 +112,14 @@ class Recorder:
         before = self._s.tokens_processed
         out = self._s.logprobs(prefixes)
         if self._s.tokens_processed > before:  # a decode step of the batch (e.g. beam search)
+            self.steps = getattr(self, "steps", []) + [len(prefixes)]
+        return out
+
+    def topk(self, prefixes, k):
+        self.sequences += [tuple(p) for p in prefixes]
+        before = self._s.tokens_processed
+        out = self._s.topk(prefixes, k)
+        if self._s.tokens_processed > before:
             self.steps = getattr(self, "steps", []) + [len(prefixes)]
         return out
 
@@ -138,19 +177,25 @@ def run_method(lm, prompt, name: str, args) -> dict:
     method.search(session, oracle, budget, np.random.default_rng(args.seed))
     wall = time.perf_counter() - t0
     peak = mx.get_peak_memory() / 2**20
-    base = mlx_lm_baseline(lm, prompt, session.rollouts, getattr(session, "batches", [1]),
-                           getattr(session, "steps", []))
+    base, base_steps = mlx_lm_baseline(lm, prompt, session.rollouts,
+                                       getattr(session, "batches", [1]), getattr(session, "steps", []))
     uniq = session.unique_tokens()
-    return {"method": name, "wall_s": wall, "model_calls": session.model_calls,
+    model_time = session.stats.model_time_s
+    return {"method": name, "parallel_rollouts": int(getattr(method, "parallel_rollouts", 1)),
+            "wall_s": wall, "model_calls": session.model_calls,
             "tokens_processed": session.tokens_processed, "unique_tokens": uniq,
             "redundancy": session.tokens_processed / uniq, "baseline_s": base,
             "vs_mlx_lm": wall / base if base > 0 else float("nan"), "peak_memory_mb": peak,
             "rollouts": len(session.rollouts), "reward_time_s": oracle.time_s,
-            "model_time_s": session.stats.model_time_s}
+            "model_time_s": model_time, "host_overhead": (wall - model_time) / wall,
+            "ms_per_step": 1000 * wall / max(1, session.model_calls),
+            "baseline_ms_per_step": 1000 * base / max(1, base_steps),
+            "speculative_tokens": getattr(session.stats, "speculative_tokens", 0)}
 
 
-def mlx_lm_baseline(lm, prompt, rollouts, batches, steps=()) -> float:
-    """Seconds mlx-lm takes to generate the same rollouts (same lengths, same batch sizes).
+def mlx_lm_baseline(lm, prompt, rollouts, batches, steps=()) -> tuple[float, int]:
+    """Seconds mlx-lm takes to generate the same rollouts (same lengths, same batch sizes), and
+    its forward passes (one prefill + one per generation step of each group).
 
     ``steps``: batch sizes of log-prob queries that computed something (beam search's decode
     steps); they count as generating ``len(steps)`` tokens at batch ``max(steps)``.
@@ -181,9 +226,11 @@ def mlx_lm_baseline(lm, prompt, rollouts, batches, steps=()) -> float:
         i += b
     if steps:
         groups.append([len(steps)] * max(steps))
+    n_steps = 1
     for group in groups:
         if not group:
             continue
+        n_steps += max(group)
         if len(group) == 1:
             for _ in generate_step(mx.array(prompt[-1:]), model, max_tokens=group[0],
                                    sampler=sampler, prompt_cache=copy()):
@@ -197,35 +244,54 @@ def mlx_lm_baseline(lm, prompt, rollouts, batches, steps=()) -> float:
                 if not responses and not gen._generation_batch and not gen._unprocessed_sequences:
                     break
             gen.close()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, n_steps
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=list(SHAPES), default="small")
-    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=None, help="vocabulary size (default: the shape's)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="weights dtype (default: the shape's)")
+    p.add_argument("--quantize", type=int, default=0, choices=[0, 2, 3, 4, 6, 8],
+                   help="quantize the weights to this many bits (group 64); 0 = no")
+    p.add_argument("--warmup", action="store_true",
+                   help="run every method once untimed first (GPU backends compile each new shape)")
     p.add_argument("--prompt", type=int, default=1024)
     p.add_argument("--rollouts", type=int, default=20)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--new-tokens", type=int, default=50)
-    p.add_argument("--parallel", type=int, default=0, help="method.parallel_rollouts (0 = each method's default)")
+    p.add_argument("--parallel", default="0",
+                   help="method.parallel_rollouts (0 = each method's default); a comma list runs "
+                        "the methods at each value (greedy and beam, which have no such knob, once)")
     p.add_argument("--kv-cache-mb", type=float, default=1024)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--scaling", action="store_true", help="also time rollouts 10→80 and prompts 256→4096")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "outputs" / "bench" / "bench.json"))
     args = p.parse_args(argv)
+    vocab, dtype = SHAPE_DEFAULTS[args.shape]
+    args.vocab = args.vocab or vocab
+    args.dtype = args.dtype or dtype
 
+    from specdifftree.backend.device import describe, device_info
     from specdifftree.blas import blas_in_use
 
-    lm = load_model(args.shape, args.vocab)
-    from mlx.utils import tree_flatten
-
-    n_params = sum(v.size for _, v in tree_flatten(lm.model.parameters()))
+    print(describe(), flush=True)
+    lm, n_params = load_model(args.shape, args.vocab, args.dtype, args.quantize)
     prompt = make_prompt(lm, args.prompt)
     run_method(lm, prompt[:64], "greedy", argparse.Namespace(**{**vars(args), "new_tokens": 4}))  # warm-up
-    rows = [run_method(lm, prompt, m, args) for m in args.methods.split(",")]
+    plan = []  # (method, parallel_rollouts)
+    pars = [int(x) for x in str(args.parallel).split(",")]
+    args.parallel = pars[0]
+    for i, par in enumerate(pars):
+        plan += [(m, par) for m in args.methods.split(",") if i == 0 or m not in ("greedy", "beam")]
+    if args.warmup:
+        for m, par in plan:
+            run_method(lm, prompt, m, argparse.Namespace(**{**vars(args), "parallel": par}))
+    rows = [run_method(lm, prompt, m, argparse.Namespace(**{**vars(args), "parallel": par}))
+            for m, par in plan]
     scaling = []
     if args.scaling:
         for r in (10, 20, 40, 80):
@@ -234,18 +300,22 @@ def main(argv=None) -> int:
         for n in (256, 1024, 4096):
             pr = make_prompt(lm, n)
             scaling.append({"kind": "prompt", "value": n, **run_method(lm, pr, "dts", args)})
+    args.parallel = ",".join(str(x) for x in pars)
     result = {"machine": {"platform": platform.platform(), "processor": platform.machine(),
-                          "blas": blas_in_use()},
-              "model": {"shape": args.shape, "params": int(n_params), "vocab": lm.vocab_size},
+                          "blas": blas_in_use(), **device_info()},
+              "model": {"shape": args.shape, "params": int(n_params), "vocab": lm.vocab_size,
+                        "dtype": args.dtype, "quantize_bits": args.quantize},
               "workload": {k: v for k, v in vars(args).items() if k not in ("out",)},
               "methods": rows, "scaling": scaling}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    cols = ["method", "wall_s", "model_calls", "tokens_processed", "unique_tokens", "redundancy",
-            "vs_mlx_lm", "peak_memory_mb"]
-    print(f"model {args.shape} ({n_params / 1e6:.1f}M params), prompt {args.prompt}, "
-          f"{args.rollouts} rollouts × {args.new_tokens} tokens; BLAS {blas_in_use()}")
+    cols = ["method", "parallel_rollouts", "wall_s", "model_time_s", "baseline_s", "vs_mlx_lm",
+            "host_overhead", "ms_per_step", "baseline_ms_per_step", "model_calls",
+            "tokens_processed", "unique_tokens", "redundancy", "peak_memory_mb"]
+    print(f"model {args.shape} ({n_params / 1e6:.1f}M params, vocabulary {lm.vocab_size}, "
+          f"{args.dtype}{f', {args.quantize}-bit' if args.quantize else ''}), prompt {args.prompt}, "
+          f"{args.rollouts} rollouts × {args.new_tokens} tokens; {describe()}; BLAS {blas_in_use()}")
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols))

@@ -177,3 +177,38 @@ def test_prefix_kv_store_feeds_each_tree_token_once(tiny_lm, prompt):
     before = s.tokens_processed
     (c,) = s.rollout([a.full], 4, temperature=0.0)
     assert s.tokens_processed - before == 1 + len(c.tokens) - 1
+
+
+def test_a_query_extending_the_last_one_gathers_its_rows(tiny_lm, prompt):
+    """Beam steps: prefixes one token beyond the last computed query reuse its batch cache
+    (tokens fed once) and give the same log-probs as a fresh computation; a later rollout from
+    them finds their KV."""
+    s = Session(tiny_lm, prompt)
+    s.logprobs([(5,), (6,)])
+    before = (s.tokens_processed, s.model_calls)
+    steps = [[(5, 7), (5, 8), (6, 9)], [(5, 7, 10)], [(5, 7, 10, 11), (5, 7, 10, 12)]]
+    fresh = Session(tiny_lm, prompt, kv_cache_mb=0)
+    for q in steps:
+        np.testing.assert_allclose(s.logprobs(q), fresh.logprobs(q), atol=1e-4)
+    assert (s.tokens_processed - before[0], s.model_calls - before[1]) == (6, 3)
+    before = s.tokens_processed
+    (ro,) = s.rollout([(5, 7, 10, 12)], 4, temperature=0.0)  # its log-probs are cached too
+    assert s.tokens_processed - before == len(ro.tokens) - 1
+    (ref,) = fresh.rollout([(5, 7, 10, 12)], 4, temperature=0.0)
+    assert ro.tokens == ref.tokens
+
+
+def test_rows_with_their_own_limits_share_a_batch(tiny_lm, prompt):
+    """Tree leaves at different depths are rolled out in one batch, each up to its own limit."""
+    prefixes, limits = [(), (5, 6), (7,), (8,)], [6, 2, 4, 0]
+    s = Session(tiny_lm, prompt)
+    ros = s.rollout(prefixes, limits, temperature=0.0)
+    for p, n, ro in zip(prefixes, limits, ros):
+        (single,) = Session(tiny_lm, prompt).rollout([p], n, temperature=0.0)
+        assert ro.tokens == single.tokens and len(ro.tokens) <= n
+        np.testing.assert_allclose(ro.logprobs, single.logprobs, atol=1e-4)
+    # every prefix token and every generated token but the last is fed once
+    fed = 3 + sum(max(0, len(r.tokens) - 1) for r in ros)
+    assert s.tokens_processed - s.prompt_tokens == fed
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        s.rollout([(), ()], [3], temperature=0.0)

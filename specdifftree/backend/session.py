@@ -109,6 +109,10 @@ class Session:
         self._prompt_cache = make_prompt_cache(lm.model)
         self._check_cache_types(self._prompt_cache)
         self._kv = PrefixKVStore(int(kv_cache_mb * 2**20)) if kv_cache_mb > 0 else None
+        # the batch cache of the last log-prob query and its rows (prefix -> row): a query whose
+        # prefixes all extend these rows by one token (a beam step) gathers them in one take per
+        # layer instead of reassembling each row from the prefix store
+        self._hot = None
         # prefill in chunks (as mlx-lm does) so attention memory stays bounded for long prompts;
         # as in mlx-lm, all but the last prompt token only fill the KV cache (no vocabulary-size
         # logits for every prompt position), and the last one gives the first distribution
@@ -319,17 +323,76 @@ class Session:
         """Device log-prob rows after each prefix, computing what is not cached."""
         ps = [self._check_prefix(p) for p in prefixes]
         found = {p: self._row(p) for p in ps if p in self._lp}
+        todo = list(dict.fromkeys(p for p in ps if p not in found))
+        if todo and self._hot is not None and all(p and p[:-1] in self._hot[1] for p in todo):
+            found.update(zip(todo, self._extend_hot(todo)))
+            todo = []
         groups: dict[tuple[int, int], list] = {}
-        for p in dict.fromkeys(p for p in ps if p not in found):
+        for p in todo:
             plan = self._plan(p)
             groups.setdefault((plan[1], len(p) - plan[1]), []).append((p, plan))
         for rows in groups.values():  # one forward pass per (cached depth, missing length)
-            _, lps = self._prepare([p for p, _ in rows], [pl for _, pl in rows], room=0)
+            cache, lps = self._prepare([p for p, _ in rows], [pl for _, pl in rows], room=0)
             found.update(zip([p for p, _ in rows], lps))
+            if any(lp is None for _, (_, _, lp) in rows) and len({len(p) for p, _ in rows}) == 1:
+                self._set_hot(cache, [p for p, _ in rows], stored=True)
         for p in found:
             if p in self._lp:
                 self._lp.move_to_end(p)
         return [found[p] for p in ps]
+
+    def _set_hot(self, cache, prefixes: list, stored: bool) -> None:
+        """Keep ``cache`` (rows = ``prefixes``, all of one length) as the hot batch; the rows of
+        the one it replaces go to the prefix store if they are not there yet."""
+        self._flush_hot()
+        self._hot = (cache, {p: r for r, p in enumerate(prefixes)}, stored)
+
+    def _flush_hot(self) -> None:
+        """Put the hot rows into the prefix store (once), so every path finds their KV."""
+        from mlx_lm.models.cache import BatchKVCache
+
+        if self._hot is not None and not self._hot[2]:
+            old, rows, _ = self._hot
+            batched = isinstance(old[0], BatchKVCache)
+            self._store_rows(old, [(r if batched else None, p) for p, r in rows.items()])
+            self._hot = (old, rows, True)
+
+    def _extend_hot(self, prefixes: list) -> list:
+        """Log-prob rows after ``prefixes``, each the prefix of a hot row plus one token: the hot
+        rows are gathered (one take per layer and tensor) and the new tokens fed in one pass."""
+        from mlx_lm.models.cache import BatchKVCache, KVCache
+
+        mx = self._mx
+        hot, rows, _ = self._hot
+        src = [rows[p[:-1]] for p in prefixes]
+        idx = mx.array(src)
+        B = len(prefixes)
+        first = hot[0]
+        if isinstance(first, BatchKVCache):
+            pads = [int(x) for x in np.array(first.left_padding)]
+            pads = [pads[r] for r in src]
+            length = first._idx
+        else:
+            pads, length = [0] * B, first.offset
+        cache = []
+        for c in hot:
+            keys, values = mx.take(c.keys, idx, axis=0), mx.take(c.values, idx, axis=0)
+            if B == 1 and not pads[0]:
+                n = KVCache()
+                n.keys, n.values, n.offset = keys, values, length
+            else:
+                n = BatchKVCache(pads)
+                n.keys, n.values, n._idx = keys, values, length
+                n.offset = n.offset + length
+            cache.append(n)
+        self.stats.kv_reused_tokens += sum(len(p) - 1 for p in prefixes)
+        out = self._forward(mx.array([[p[-1]] for p in prefixes]), cache)
+        for r, p in enumerate(prefixes):
+            self._remember(p, out, r)
+        # the new rows hold the KV of every old row they extend; old rows no beam step kept are
+        # not stored (a later query for them recomputes)
+        self._hot = (cache, {p: r for r, p in enumerate(prefixes)}, False)
+        return [out[r] for r in range(B)]
 
     def logprobs(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray:
         """Next-token log-probs (temperature 1) after prompt + each prefix; shape (B, V), on the
@@ -359,20 +422,40 @@ class Session:
         return (np.take_along_axis(ids_np, order, axis=-1),
                 np.take_along_axis(vals_np, order, axis=-1))
 
-    def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
+    #: ``rollout`` takes one ``max_new_tokens`` per row (rows of different depths in one batch)
+    ragged_rollouts = True
+
+    def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int], *,
                 temperature: float = 1.0, rng: np.random.Generator | None = None,
                 top_k: int = 0, top_p: float = 1.0) -> list[Rollout]:
-        """Generate from each prefix at once (one batched forward pass per step, pipelined)."""
+        """Generate from each prefix at once (one batched forward pass per step, pipelined).
+
+        ``max_new_tokens``: one limit for all rows, or one per row (a row ends at EOS or at its
+        own limit; rows of a tree at different depths share the batch)."""
         mx = self._mx
         if rng is None and temperature > 0:
             raise ValueError("sampling with temperature > 0 needs an rng")
         prefixes = [self._check_prefix(p) for p in prefixes]
         B = len(prefixes)
-        if B == 0 or max_new_tokens <= 0:
+        limits = ([int(max_new_tokens)] * B if np.ndim(max_new_tokens) == 0
+                  else [int(n) for n in max_new_tokens])
+        if len(limits) != B:
+            raise ValueError(f"{len(limits)} max_new_tokens for {B} prefixes")
+        todo = [i for i in range(B) if limits[i] > 0]
+        if not todo:
             return [Rollout(p, [], [], False) for p in prefixes]
-        cache, lps = self._prepare(prefixes, [self._plan(p) for p in prefixes], room=max_new_tokens)
+        if len(todo) < B:  # rows with nothing to generate
+            sub = self.rollout([prefixes[i] for i in todo], [limits[i] for i in todo],
+                               temperature=temperature, rng=rng, top_k=top_k, top_p=top_p)
+            out = [Rollout(p, [], [], False) for p in prefixes]
+            for i, ro in zip(todo, sub):
+                out[i] = ro
+            return out
+        longest = max(limits)
+        self._flush_hot()
+        cache, lps = self._prepare(prefixes, [self._plan(p) for p in prefixes], room=longest)
         batched = B > 1
-        keys = step_keys(rng, max_new_tokens) if temperature > 0 else None
+        keys = step_keys(rng, longest) if temperature > 0 else None
 
         def draw(lp, step):
             toks, tlp = sample(lp, temperature, None if keys is None else keys[step], top_k, top_p)
@@ -386,9 +469,11 @@ class Session:
         seq_lps: list[list[float]] = [[] for _ in range(B)]
         finished = [False] * B
         active = list(range(B))
-        for step in range(max_new_tokens):
-            last = step + 1 == max_new_tokens
-            if not last:  # queue step t+1 on the device before reading step t
+        for step in range(longest):
+            # a row reaching its limit now is known in advance: then the step is not pipelined,
+            # so that the next pass feeds only the rows that go on
+            ahead = all(step + 1 < limits[i] for i in active)
+            if ahead:  # queue step t+1 on the device before reading step t
                 nxt_lp = self._forward(toks[:, None], cache, count=False)
                 nxt_toks, nxt_tlp = draw(nxt_lp, step + 1)
             self._wait(toks, tlp)
@@ -399,7 +484,7 @@ class Session:
                 if t in self.eos_ids:
                     finished[i] = True
                     done_rows.append(r)
-                elif last:
+                elif step + 1 >= limits[i]:
                     done_rows.append(r)
                 else:
                     keep_rows.append(r)
@@ -407,20 +492,26 @@ class Session:
             self._store_rows(cache, [(r if batched else None, prefixes[active[r]] + tuple(seqs[active[r]][:-1]))
                                      for r in done_rows])
             if not keep_rows:
-                if not last:
+                if ahead:
                     self.stats.speculative_tokens += len(active)
                 break
+            idx = mx.array(keep_rows) if done_rows else None
+            if idx is not None and batched:
+                for c in cache:
+                    c.filter(idx)
+            if ahead:
+                self.stats.speculative_tokens += len(done_rows)
+                rows = keep_rows
+                if idx is not None:
+                    nxt_toks, nxt_tlp = nxt_toks[idx], nxt_tlp[idx]
+            else:
+                nxt_lp = self._forward((toks if idx is None else toks[idx])[:, None], cache, count=False)
+                nxt_toks, nxt_tlp = draw(nxt_lp, step + 1)
+                rows = range(len(keep_rows))
             self.stats.tokens_processed += len(keep_rows)
-            self.stats.speculative_tokens += len(done_rows)
-            for r in keep_rows:
+            for r, row in zip(keep_rows, rows):
                 i = active[r]
-                self._remember(prefixes[i] + tuple(seqs[i]), nxt_lp, r)
-            if done_rows:
-                idx = mx.array(keep_rows)
-                if batched:
-                    for c in cache:
-                        c.filter(idx)
-                nxt_toks, nxt_tlp = nxt_toks[idx], nxt_tlp[idx]
+                self._remember(prefixes[i] + tuple(seqs[i]), nxt_lp, row)
             toks, tlp = nxt_toks, nxt_tlp
             active = [active[r] for r in keep_rows]
         if temperature == 1.0 and not top_k and top_p >= 1.0:  # plain sampling from p_θ

@@ -12,7 +12,8 @@ search's state):
 
 One step selects ``n`` leaves (``n`` = ``parallel_rollouts``, less when the budget says so; see
 :class:`specdifftree.search.base.Meter`), marks them pending so later selections of the step avoid
-them, rolls out all non-terminal leaves with one batched ``Session.rollout`` per starting depth
+them, rolls out all non-terminal leaves with one batched ``Session.rollout`` (one per starting depth on a
+session without ``ragged_rollouts``)
 (the depth limit is counted from the empty prefix), hands all complete continuations of the step
 to the reward in one batch, then backs them up in selection order. With ``parallel_rollouts: 1``
 this is exactly the sequential algorithm.
@@ -128,14 +129,21 @@ class TreeSearch(Method):
         for i, leaf in enumerate(leaves):
             if not t.terminal[leaf]:
                 groups.setdefault(int(t.depth[leaf]), []).append(i)
+        if getattr(run.session, "ragged_rollouts", False) and len(groups) > 1:
+            # the model Session batches rows of different depths, each with its own limit
+            idx = [i for g in groups.values() for i in g]
+            groups = {-1: idx}
         for d, idx in groups.items():
-            ros = run.session.rollout([t.prefix(leaves[i]) for i in idx], t.max_depth - d,
+            limits = [t.max_depth - int(t.depth[leaves[i]]) for i in idx]
+            ros = run.session.rollout([t.prefix(leaves[i]) for i in idx],
+                                      limits[0] if d >= 0 else limits,
                                       temperature=self.rollout_temperature, rng=run.rng)
             run.model_rollouts += len(ros)
             for i, ro in zip(idx, ros):
                 end = t.add_chain(leaves[i], ro.tokens, ro.logprobs)
                 if not t.terminal[end]:
-                    raise RuntimeError(f"a rollout of {len(ro.tokens)} tokens from depth {d} did not "
+                    raise RuntimeError(f"a rollout of {len(ro.tokens)} tokens from depth "
+                                       f"{int(t.depth[leaves[i]])} did not "
                                        f"reach EOS or the depth limit {t.max_depth}")
                 ends[i] = end
         return ends
