@@ -187,11 +187,13 @@ def _interrupted(run_dir: str | None, multirun: bool) -> None:
 
 
 def _task(cfg) -> None:
+    from .backend.device import log_device
     from .blas import log_blas
     from .errors import SpecDiffTreeError
     from .runner import run
 
     log_blas()
+    log_device()
     try:
         df = run(cfg)
     except SpecDiffTreeError as exc:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 
 def device_info() -> dict:
     """``{"device": "gpu"|"cpu", "backend": "metal"|"cuda"|"cpu", "name": ..., "mlx": version}``.
@@ -36,3 +40,10 @@ def describe(info: dict | None = None) -> str:
     d = info or device_info()
     extra = ", ".join(x for x in (d["backend"] if d["backend"] != d["device"] else "", d["name"]) if x)
     return f"device: {d['device']}" + (f" ({extra})" if extra else "") + f", MLX {d['mlx']}"
+
+
+def log_device() -> dict:
+    """Log the device in use (``device: gpu (cuda, NVIDIA H200), MLX 0.32.4``); returns it."""
+    info = device_info()
+    log.info(describe(info))
+    return info

@@ -27,7 +27,8 @@ pipelined as mlx-lm's ``generate_step`` is: the forward pass of step t+1 is queu
 (``mx.async_eval``) before the host reads step t's tokens; a row that then turns out to have
 ended at EOS had one token fed ahead for nothing (``stats.speculative_tokens``, not in
 ``tokens_processed``). ``stats.model_time_s`` is the time spent building the model's graph plus
-the time the host waits for the device.
+the time the host is blocked on the device (evaluations, and reads of device values such as a
+batch cache's padding, which wait for the queued steps).
 """
 
 from __future__ import annotations
@@ -178,6 +179,13 @@ class Session:
         self._mx.eval(*arrays)
         self.stats.model_time_s += time.perf_counter() - t0
 
+    def _host_ints(self, arr) -> list[int]:
+        """A small device array read on the host (it waits for queued work: model time)."""
+        t0 = time.perf_counter()
+        out = [int(x) for x in np.array(arr)]
+        self.stats.model_time_s += time.perf_counter() - t0
+        return out
+
     def _remember(self, key: tuple[int, ...], arr, row: int) -> None:
         self._lp[key] = (arr, row)
         self._lp.move_to_end(key)
@@ -298,7 +306,7 @@ class Session:
                     k, v = c.keys[..., P : P + n, :], c.values[..., P : P + n, :]
                 else:
                     if pads is None:
-                        pads = [int(x) for x in np.array(cache[0].left_padding)]
+                        pads = self._host_ints(cache[0].left_padding)
                     lo = pads[row] + P
                     k, v = c.keys[row : row + 1, :, lo : lo + n, :], c.values[row : row + 1, :, lo : lo + n, :]
                 k, v = mx.contiguous(k), mx.contiguous(v)
@@ -308,7 +316,9 @@ class Session:
         if not todo:
             return
         # queued, not awaited: the copies are made while the host goes on
+        t0 = time.perf_counter()
         mx.async_eval([a for _, kv, _ in todo for pair in kv for a in pair])
+        self.stats.model_time_s += time.perf_counter() - t0
         for tokens, kv, nbytes in todo:
             self._kv.insert(tokens, kv, nbytes)
 
@@ -369,7 +379,7 @@ class Session:
         B = len(prefixes)
         first = hot[0]
         if isinstance(first, BatchKVCache):
-            pads = [int(x) for x in np.array(first.left_padding)]
+            pads = self._host_ints(first.left_padding)
             pads = [pads[r] for r in src]
             length = first._idx
         else:
@@ -497,8 +507,10 @@ class Session:
                 break
             idx = mx.array(keep_rows) if done_rows else None
             if idx is not None and batched:
-                for c in cache:
+                t0 = time.perf_counter()
+                for c in cache:  # reads the padding on the host: waits for the queued step
                     c.filter(idx)
+                self.stats.model_time_s += time.perf_counter() - t0
             if ahead:
                 self.stats.speculative_tokens += len(done_rows)
                 rows = keep_rows
