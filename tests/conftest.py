@@ -6,6 +6,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+try:  # no timed tests: a loaded machine must not fail a property test on its speed
+    from hypothesis import settings as _hyp_settings
+
+    _hyp_settings.register_profile("specdifftree", deadline=None)
+    _hyp_settings.load_profile("specdifftree")
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
 SHARED_M4 = REPO.parent / "shared" / "data" / "m4"
 
 
