@@ -3,7 +3,7 @@
     make bench                                  # defaults below, writes outputs/bench/bench.json
     python -m specdifftree.blas exec -- .venv/bin/python experiments/bench_perf.py --shape medium
     python experiments/bench_perf.py --shape vocab-proxy --prompt 500 --parallel 20 --methods best_of_n
-    python experiments/bench_perf.py --shape llama-1b --quantize 4 --prompt 500 --warmup   # a GPU
+    python experiments/bench_perf.py --shape llama-1b --quantize 4 --prompt 500 --warmup --repeat 3 --parallel 1,20  # a GPU
 
 Workload (defaults = the seed project's settings): 20 rollouts, expansion_k 4, λ 1.0, 50 new
 tokens per continuation, a 1024-token prompt, a random-weight Llama of ~25M parameters (fp32,
@@ -193,6 +193,24 @@ def run_method(lm, prompt, name: str, args) -> dict:
             "speculative_tokens": getattr(session.stats, "speculative_tokens", 0)}
 
 
+def timed(lm, prompt, name: str, args, repeat: int) -> dict:
+    """``run_method`` ``repeat`` times: the medians of the times (``wall_s``, ``model_time_s``,
+    ``baseline_s``) and the ratios recomputed from them; every run is kept in ``repeats``."""
+    runs = [run_method(lm, prompt, name, args) for _ in range(max(1, repeat))]
+    if len(runs) == 1:
+        return runs[0]
+    row = dict(runs[0])
+    for k in ("wall_s", "model_time_s", "baseline_s", "reward_time_s", "peak_memory_mb"):
+        row[k] = float(np.median([r[k] for r in runs]))
+    row["vs_mlx_lm"] = row["wall_s"] / row["baseline_s"]
+    row["host_overhead"] = (row["wall_s"] - row["model_time_s"]) / row["wall_s"]
+    row["ms_per_step"] = 1000 * row["wall_s"] / max(1, row["model_calls"])
+    row["baseline_ms_per_step"] = float(np.median([r["baseline_ms_per_step"] for r in runs]))
+    row["repeats"] = [{k: r[k] for k in ("wall_s", "model_time_s", "baseline_s", "vs_mlx_lm",
+                                          "host_overhead")} for r in runs]
+    return row
+
+
 def mlx_lm_baseline(lm, prompt, rollouts, batches, steps=()) -> tuple[float, int]:
     """Seconds mlx-lm takes to generate the same rollouts (same lengths, same batch sizes), and
     its forward passes (one prefill + one per generation step of each group).
@@ -255,6 +273,8 @@ def main(argv=None) -> int:
                    help="weights dtype (default: the shape's)")
     p.add_argument("--quantize", type=int, default=0, choices=[0, 2, 3, 4, 6, 8],
                    help="quantize the weights to this many bits (group 64); 0 = no")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="time every method this many times and report the medians")
     p.add_argument("--warmup", action="store_true",
                    help="run every method once untimed first (GPU backends compile each new shape)")
     p.add_argument("--prompt", type=int, default=1024)
@@ -290,7 +310,7 @@ def main(argv=None) -> int:
     if args.warmup:
         for m, par in plan:
             run_method(lm, prompt, m, argparse.Namespace(**{**vars(args), "parallel": par}))
-    rows = [run_method(lm, prompt, m, argparse.Namespace(**{**vars(args), "parallel": par}))
+    rows = [timed(lm, prompt, m, argparse.Namespace(**{**vars(args), "parallel": par}), args.repeat)
             for m, par in plan]
     scaling = []
     if args.scaling:
