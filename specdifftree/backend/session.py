@@ -22,7 +22,8 @@ MLX arrays (:mod:`specdifftree.backend.sampling`); only the chosen token ids and
 cross to the host during a rollout, and a full vocabulary-size vector is copied to the host only
 when search code asks for it (:meth:`Session.logprobs`) or for its top-k entries
 (:meth:`Session.topk`). The log-prob cache holds device rows (a reference to the batched step's
-array and a row index, ``backend.logprob_cache_mb`` at 4 bytes per vocabulary entry). Decoding is
+array and a row index, ``backend.logprob_cache_mb`` at 4 bytes per vocabulary entry; a row that
+is read again is copied out of its batch, so that kept rows do not pin whole batch arrays). Decoding is
 pipelined as mlx-lm's ``generate_step`` is: the forward pass of step t+1 is queued
 (``mx.async_eval``) before the host reads step t's tokens; a row that then turns out to have
 ended at EOS had one token fed ahead for nothing (``stats.speculative_tokens``, not in
@@ -202,6 +203,9 @@ class Session:
         if hit is None:
             return None
         arr, row = hit
+        if arr.shape[0] > 1:  # a row the search reads gets its own copy: it must not keep the
+            arr, row = self._mx.contiguous(arr[row : row + 1]), 0  # whole batch's array alive
+            self._lp[key] = (arr, row)
         return arr[row]
 
     def _plan(self, prefix: tuple[int, ...]):
