@@ -60,6 +60,22 @@ def _number(cfg, key: str, lo: float | None = None, hi: float | None = None,
         raise ConfigError(f"{key}={v!r}: must be <= {hi}")
 
 
+def _prompt_text_keys(cfg) -> None:
+    chat = OmegaConf.select(cfg, "prompt.chat", default=None)
+    if chat is not None and not isinstance(chat, bool):
+        raise ConfigError(f"prompt.chat={chat!r}: must be true, false or null (on for instruct models)")
+    instr = OmegaConf.select(cfg, "prompt.instruction", default=None)
+    if instr is not None:
+        if not isinstance(instr, str) or "{history}" not in instr:
+            raise ConfigError(f"prompt.instruction={instr!r}: must be text containing {{history}} "
+                              "(and optionally {horizon})")
+        try:
+            instr.format(history="", horizon=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"prompt.instruction: only {{history}} and {{horizon}} can be filled "
+                              f"in ({type(exc).__name__}: {exc}); write literal braces as {{{{ }}}}") from exc
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` with one clear line for the first invalid value."""
     for group in ("method", "dataset", "model", "reward"):
@@ -99,5 +115,6 @@ def validate(cfg: DictConfig) -> None:
     sep = OmegaConf.select(cfg, "prompt.separator", default=", ")
     if not isinstance(sep, str) or not sep.strip() or any(c.isdigit() or c in ".-" for c in sep):
         raise ConfigError(f"prompt.separator={sep!r}: needs a non-space character and no digits, '.' or '-'")
+    _prompt_text_keys(cfg)
     if not OmegaConf.select(cfg, "method._target_"):
         raise ConfigError("method._target_ is missing: pick a method with method=<name>")

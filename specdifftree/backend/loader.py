@@ -30,9 +30,29 @@ class LoadedModel:
     max_context: int | None
     load_time_s: float
     config: dict = field(default_factory=dict)
+    instruct: bool = False  # the preset says the model follows chat instructions
+    adapter_path: str | None = None
 
     def encode(self, text: str) -> list[int]:
+        """Tokens of a piece of text (a continuation): no special tokens added."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    @property
+    def bos_token(self) -> str | None:
+        return getattr(self.tokenizer, "bos_token", None)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "has_chat_template", False)
+                    or getattr(self.tokenizer, "chat_template", None))
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Tokens of a prompt, as ``mlx_lm.generate`` encodes a text prompt: the tokenizer's
+        special tokens (BOS) are added unless the text already starts with the BOS token (a chat
+        template that writes it)."""
+        bos = self.bos_token
+        add = bos is None or not text.startswith(bos)
+        return list(self.tokenizer.encode(text, add_special_tokens=add))
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True)
@@ -72,21 +92,42 @@ def resolve_path(model_cfg) -> str:
     return path
 
 
+def resolve_adapter(model_cfg) -> str | None:
+    """``model.adapter_path``: a folder of LoRA adapters as written by ``mlx_lm.lora``
+    (``adapter_config.json`` + ``adapters.safetensors``), or None."""
+    adapter = model_cfg.get("adapter_path")
+    if not adapter:
+        return None
+    p = Path(str(adapter)).expanduser()
+    if not p.is_dir():
+        raise ModelError(f"model.adapter_path={str(adapter)!r}: no such folder; give the folder "
+                         "mlx_lm.lora wrote (adapter_config.json, adapters.safetensors)")
+    for name in ("adapter_config.json", "adapters.safetensors"):
+        if not (p / name).is_file():
+            raise ModelError(f"model.adapter_path={str(adapter)!r} has no {name}: it is not an "
+                             "mlx-lm adapter folder (mlx_lm.lora --adapter-path writes one)")
+    return str(p)
+
+
 def load(model_cfg) -> LoadedModel:
-    """Load the model described by ``model_cfg`` (keys: path | builtin, dtype, name)."""
+    """Load the model described by ``model_cfg`` (keys: path | builtin, dtype, name,
+    adapter_path, instruct)."""
     import mlx.core as mx
     import mlx_lm
 
     path = resolve_path(model_cfg)
+    adapter = resolve_adapter(model_cfg)
     t0 = time.perf_counter()
     try:
-        model, tokenizer = mlx_lm.load(path)
+        model, tokenizer = mlx_lm.load(path, adapter_path=adapter)
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - mlx-lm raises many kinds; we name the model
         local = Path(path).exists()
         hint = ("the folder is not a valid mlx-lm model (check config.json and the weights)"
-                if local else "it could not be fetched from the Hugging Face Hub (offline?); "
+                if local and not adapter else
+                f"the model or its adapters in {adapter!r} do not load (does the adapter belong "
+                "to this model?)" if local else "it could not be fetched from the Hugging Face Hub (offline?); "
                 "download it elsewhere and set model.path to the local folder")
         raise ModelError(f"cannot load model {path!r}: {hint} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
@@ -110,4 +151,5 @@ def load(model_cfg) -> LoadedModel:
     log.info("loaded model %s from %s in %.2fs", name, path, load_time)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=path, eos_token_ids=eos,
                        vocab_size=vocab_size, max_context=int(max_ctx) if max_ctx else None,
-                       load_time_s=load_time, config=config)
+                       load_time_s=load_time, config=config,
+                       instruct=bool(model_cfg.get("instruct", False)), adapter_path=adapter)
