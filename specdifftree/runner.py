@@ -121,7 +121,12 @@ def build_task(cfg: DictConfig):
                          scale_quantile=float(p.scale_quantile), scale_target=float(p.scale_target))
     except ValueError as exc:
         raise ConfigError(f"prompt: {exc}") from exc
-    return ForecastTask(ser, context_length=cfg.dataset.get("context_length"), chat=bool(p.chat))
+    chat = p.get("chat")
+    task = ForecastTask(ser, context_length=cfg.dataset.get("context_length"),
+                        chat=None if chat is None else bool(chat), system=p.get("system") or None)
+    if p.get("instruction"):
+        task.instruction = str(p.instruction)
+    return task
 
 
 def load_samples(cfg: DictConfig) -> list:
@@ -244,9 +249,15 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         from .backend.session import Session
 
         lm = exp.lm
-        prompt = task.prompt_text(s, lm.tokenizer)
-        max_new = int(cfg.max_new_tokens or task.max_new_tokens(s))
-        session = Session(lm, lm.encode(prompt), max_new_tokens=max_new,
+        if hasattr(task, "prompt"):  # forecasting: BOS/chat as mlx-lm, a natural token boundary
+            boundary = task.prompt(s, lm)
+            prompt_ids = list(boundary.tokens)
+            row["prompt_boundary"] = boundary.status
+            max_new = int(cfg.max_new_tokens or task.max_new_tokens(s, lm))
+        else:
+            prompt_ids = lm.encode_prompt(task.prompt_text(s, lm.tokenizer))
+            max_new = int(cfg.max_new_tokens or task.max_new_tokens(s))
+        session = Session(lm, prompt_ids, max_new_tokens=max_new,
                           logprob_cache_mb=float(cfg.backend.logprob_cache_mb),
                           kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)))
 

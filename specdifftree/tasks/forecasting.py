@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .boundary import Boundary, clean_boundary
 from .serialize import Serializer, complete
 from .series import Series
 
@@ -25,19 +26,26 @@ class Forecast:
         return self.n_parsed / self.horizon if self.horizon else 0.0
 
 
+DEFAULT_INSTRUCTION = ("Continue this time series. Reply with the next {horizon} values only, "
+                       "in the same format:\n{history}")
+
+
 @dataclass
 class ForecastTask:
     """Prompting and parsing for one dataset.
 
     ``context_length``: how many of the last history values go into the prompt (None = all).
-    ``chat``: wrap the serialized history in the tokenizer's chat template with ``instruction``.
+    ``chat``: wrap the serialized history in the tokenizer's chat template with ``instruction``
+    (``{horizon}`` and ``{history}`` are filled in) and the optional ``system`` message; None =
+    automatic: on when the model is an instruct model (its preset says so) and its tokenizer has
+    a chat template.
     """
 
     serializer: Serializer
     context_length: int | None = 200
-    chat: bool = False
-    instruction: str = ("Continue this time series. Reply with the next {horizon} values only, "
-                        "in the same format:\n{history}")
+    chat: bool | None = False
+    instruction: str = DEFAULT_INSTRUCTION
+    system: str | None = None
 
     def context(self, s: Series) -> np.ndarray:
         x = np.asarray(s.x, dtype=np.float64)
@@ -46,15 +54,38 @@ class ForecastTask:
     def scale(self, s: Series) -> float:
         return self.serializer.scale_for(self.context(s))
 
-    def prompt_text(self, s: Series, tokenizer=None) -> str:
+    def uses_chat(self, lm=None) -> bool:
+        if self.chat is not None:
+            return bool(self.chat)
+        return bool(lm is not None and getattr(lm, "instruct", False) and lm.has_chat_template)
+
+    def prompt_text(self, s: Series, tokenizer=None, chat: bool | None = None) -> str:
         history = self.serializer.encode(self.context(s), self.scale(s))
-        if not self.chat:
+        if not (self.chat if chat is None else chat):
             return history + self.serializer.separator
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        if tokenizer is None or not (getattr(tokenizer, "chat_template", None)
+                                     or getattr(tokenizer, "has_chat_template", False)):
             raise ValueError("prompt.chat=true needs a model whose tokenizer has a chat template")
         msg = self.instruction.format(horizon=s.horizon, history=history)
-        return tokenizer.apply_chat_template([{"role": "user", "content": msg}],
-                                             add_generation_prompt=True, tokenize=False)
+        messages = ([{"role": "system", "content": self.system}] if self.system else [])
+        messages.append({"role": "user", "content": msg})
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def typical_continuations(self, s: Series) -> list[str]:
+        """Texts the model is expected to write first: values of the context itself (its last
+        three, its smallest and its largest), serialized as in the prompt."""
+        ctx, scale = self.context(s), self.scale(s)
+        if ctx.size == 0:
+            return []
+        picks = [ctx[-3:], ctx[[int(np.argmin(ctx))]], ctx[[int(np.argmax(ctx))]]]
+        return [self.serializer.encode(v, scale) + self.serializer.separator for v in picks]
+
+    def prompt(self, s: Series, lm) -> Boundary:
+        """The prompt's text and tokens for model ``lm``, ending at a natural token boundary
+        (see :mod:`.boundary`): encoded as mlx-lm encodes a text prompt (BOS when the tokenizer
+        has one; none added when a chat template already wrote it)."""
+        text = self.prompt_text(s, lm.tokenizer, chat=self.uses_chat(lm))
+        return clean_boundary(lm.encode_prompt, text, self.typical_continuations(s))
 
     def parse(self, text: str, s: Series, scale: float | None = None) -> Forecast:
         """The forecast in ``text`` (``scale``: the series' scale, when the caller has it)."""
@@ -62,12 +93,13 @@ class ForecastTask:
         return Forecast(values=complete(vals, float(np.asarray(s.x)[-1])), n_parsed=n_ok,
                         horizon=s.horizon)
 
-    def max_new_tokens(self, s: Series) -> int:
-        """Token budget per continuation when none is configured: h values with some slack."""
+    def max_new_tokens(self, s: Series, lm=None) -> int:
+        """Token budget per continuation when none is configured: h values with 25% slack, at the
+        context's tokens per value under ``lm``'s tokenizer (characters when none is given)."""
         ctx = self.serializer.encode(self.context(s), self.scale(s))
-        per_value = len(ctx) / max(1, len(self.context(s)))  # characters per value incl. separator
+        size = len(lm.encode(ctx)) if lm is not None else len(ctx)
+        per_value = size / max(1, len(self.context(s)))  # tokens per value incl. separator
         return int(np.ceil(s.horizon * per_value * 1.25)) + 4
-
 
     # ------------------------------------------------------------------ runner interface
     def reward_context(self, s: Series):
