@@ -246,7 +246,7 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         row.update(task.evaluate_values(values, s))
         row.update(sample_set_scores(values[None, :], s))
     else:
-        from .backend.session import Session
+        from .backend.snapshot import open_session
 
         lm = exp.lm
         if hasattr(task, "prompt"):  # forecasting: BOS/chat as mlx-lm, a natural token boundary
@@ -257,7 +257,7 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         else:
             prompt_ids = lm.encode_prompt(task.prompt_text(s, lm.tokenizer))
             max_new = int(cfg.max_new_tokens or task.max_new_tokens(s))
-        session = Session(lm, prompt_ids, max_new_tokens=max_new,
+        session = open_session(lm, prompt_ids, max_new_tokens=max_new,
                           logprob_cache_mb=float(cfg.backend.logprob_cache_mb),
                           kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)))
 
@@ -286,6 +286,10 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
                    reward_evaluations=oracle.evaluated,
                    reward_time_s=oracle.time_s, model_time_s=session.stats.model_time_s)
         st = session.stats
+        # how the Session reused work: prefix KV segments, or whole-cache snapshots (non-KVCache
+        # models) where tokens fed a second time are counted in recomputed_tokens
+        row.update(cache_mode=getattr(st, "cache_mode", "prefix_kv"),
+                   recomputed_tokens=getattr(st, "recomputed_tokens", None))
         if st.plain_tokens:
             plain = st.plain_logprob_sum / st.plain_tokens
             row.update(plain_mean_logprob=plain,
