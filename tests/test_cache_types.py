@@ -113,3 +113,13 @@ def test_every_method_through_the_cli(llama3_model_dirs, tmp_path, arch):
             assert row["tokens_processed"] == row["prompt_tokens"] + row["generated_tokens"] - 1
             assert row["recomputed_tokens"] == 0
     assert seen == set(METHODS.split(","))
+
+
+def test_topk_matches_the_logprobs(lms):
+    from specdifftree.backend.snapshot import SnapshotSession
+
+    s = SnapshotSession(lms["mamba"], _prompt(lms["mamba"]))
+    ids, vals = s.topk([(), (16,)], 5)
+    lp = s.logprobs([(), (16,)])
+    for row, i, v in zip(lp, ids, vals):
+        assert list(i) == list(np.argsort(-row, kind="stable")[:5]) and np.allclose(v, row[i])

@@ -46,6 +46,7 @@ class SnapshotStats:
     plain_logprob_sum: float = 0.0
     plain_tokens: int = 0
     kv_reused_tokens: int = 0  # prefix tokens whose state came from a snapshot
+    speculative_tokens: int = 0  # (the snapshot session feeds no tokens ahead)
     recomputed_tokens: int = 0  # tokens fed although this session had fed them before
     snapshots: int = 0
     cache_mode: str = "snapshot"
@@ -230,6 +231,16 @@ class SnapshotSession:
                 self._lp.move_to_end(p)
             found[p] = lp
         return np.stack([found[p] for p in ps])
+
+    def topk(self, prefixes: Sequence[Sequence[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most likely next tokens after each prefix: ``(ids, logprobs)``, each (B, k),
+        largest first, ties broken by the lower id (as :meth:`.session.Session.topk`)."""
+        B, k = len(prefixes), max(0, min(int(k), self.vocab_size))
+        if B == 0 or k == 0:
+            return np.zeros((B, 0), dtype=np.int64), np.zeros((B, 0))
+        lp = self.logprobs(prefixes)
+        ids = np.stack([np.lexsort((np.arange(row.size), -row))[:k] for row in lp]).astype(np.int64)
+        return ids, np.take_along_axis(lp, ids, axis=-1)
 
     def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
                 temperature: float = 1.0, rng: np.random.Generator | None = None,
