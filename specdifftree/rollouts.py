@@ -95,6 +95,16 @@ class RecordingSession:
         self._s = session
         self._trie = trie
         self._recent: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        if hasattr(session, "draw_excluding"):  # only where the Session draws on the device
+            self.draw_excluding = self._draw_excluding
+
+    def _draw_excluding(self, prefix, exclude, rng):
+        got = self._s.draw_excluding(prefix, exclude, rng)
+        if got is not None:
+            p = tuple(int(t) for t in prefix)
+            self._fill_prefix(p)
+            self._trie.add(p, [got[0]], [got[1]])
+        return got
 
     def __getattr__(self, name):
         return getattr(self._s, name)

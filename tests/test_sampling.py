@@ -108,3 +108,35 @@ def test_greedy_and_truncation_on_the_device():
         t, _ = sample(mx.array(np.log(np.array([[0.0, 1e-30, 1.0]]) + 0.0).astype(np.float32)),
                       5.0, keys[step])
         assert int(np.array(t)[0]) != 0
+
+
+def test_draw_excluding_is_exact_among_the_unseen_tokens(session):
+    """DTS's new-child draw on the device: tokens ∝ p_θ restricted to those not excluded, the
+    token's log-prob and the unexcluded mass before / after the draw, checked against the host
+    row; the draws are rejected against the unrestricted p_θ."""
+    lp = session.logprobs([()])[0]
+    top = np.argsort(-lp)[:3]  # exclude the three most likely tokens (most of the mass)
+    rest = lp.copy()
+    rest[top] = -np.inf
+    log_rest = np.logaddexp.reduce(rest)
+    rng = np.random.default_rng(3)
+    N = 4000
+    counts = np.zeros(lp.size)
+    for i in range(N):
+        a, lp_a, before, after = session.draw_excluding((), top, rng)
+        counts[a] += 1
+        if i < 20:
+            assert a not in top
+            assert abs(lp_a - lp[a]) < 1e-5
+            assert abs(before - log_rest) < 1e-4
+            left = rest.copy()
+            left[a] = -np.inf
+            assert abs(after - np.logaddexp.reduce(left)) < 1e-4
+    assert chi2_z(counts, np.exp(rest - log_rest)) < 4.5
+    assert counts[top].sum() == 0
+    assert chi2_z(counts, np.exp(lp)) > 6  # rejected against the unrestricted p_θ
+    assert abs(session.log_mass_excluding((), top) - log_rest) < 1e-4
+    # excluding every token with p_θ > 0 leaves nothing to draw
+    everything = np.flatnonzero(np.isfinite(lp))
+    assert session.draw_excluding((), everything, rng) is None
+    assert session.log_mass_excluding((), everything) == -math.inf

@@ -34,6 +34,7 @@ batch cache's padding, which wait for the queued steps).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -435,6 +436,43 @@ class Session:
         order = np.lexsort((ids_np, -vals_np), axis=-1)[:, :k]
         return (np.take_along_axis(ids_np, order, axis=-1),
                 np.take_along_axis(vals_np, order, axis=-1))
+
+    def _masked_row(self, prefix: Sequence[int], exclude):
+        """The next-token log-prob row after ``prefix`` (on the device) with the tokens in
+        ``exclude`` set to -inf."""
+        mx = self._mx
+        row = self._rows([prefix])[0]
+        ex = np.asarray(exclude, dtype=np.int64).reshape(-1)
+        if ex.size:
+            row = row + mx.zeros(row.shape, dtype=row.dtype).at[mx.array(ex.astype(np.int32))].add(-mx.inf)
+        return row
+
+    def log_mass_excluding(self, prefix: Sequence[int], exclude) -> float:
+        """log Σ p_θ(a | prefix) over the tokens a not in ``exclude``, computed on the device
+        (only the scalar reaches the host); -inf when nothing with p_θ > 0 is left."""
+        mx = self._mx
+        out = mx.logsumexp(self._masked_row(prefix, exclude).astype(mx.float32))
+        self._wait(out)
+        return float(out.item())
+
+    def draw_excluding(self, prefix: Sequence[int], exclude, rng: np.random.Generator):
+        """One next token after ``prefix`` drawn exactly ∝ p_θ among the tokens not in
+        ``exclude`` (Gumbel-max over the whole vocabulary, on the device, with an MLX key drawn
+        from ``rng``). Returns ``(token, log p_θ(token | prefix), log of the unexcluded mass
+        before the draw, log of it after removing token)`` — four scalars cross to the host — or
+        None when no token with p_θ > 0 is left."""
+        mx = self._mx
+        row = self._masked_row(prefix, exclude).astype(mx.float32)
+        key = mx.random.key(int(rng.integers(0, 2**63 - 1)))
+        a = mx.argmax(row + mx.random.gumbel(row.shape, key=key))
+        before = mx.logsumexp(row)
+        after = mx.logsumexp(mx.where(mx.arange(row.shape[0]) == a, -mx.inf, row))
+        lp_a = row[a]
+        self._wait(a, before, after, lp_a)
+        before = float(before.item())
+        if before == -math.inf:
+            return None
+        return int(a.item()), float(lp_a.item()), before, float(after.item())
 
     #: ``rollout`` takes one ``max_new_tokens`` per row (rows of different depths in one batch)
     ragged_rollouts = True

@@ -104,8 +104,18 @@ class DTS(TreeSearch):
         """A new child of ``x``: a token drawn ∝ p_θ among those not yet children; returns it and
         the log-probability of that draw (log p_θ(a|x) − log of the unseen mass)."""
         t = run.tree
-        lp = np.array(run.session.logprobs([t.prefix(x)])[0], dtype=np.float64)
         kids = t.kids(x)
+        draw = getattr(run.session, "draw_excluding", None)
+        if draw is not None:  # a model Session draws on the device: four scalars to the host
+            got = draw(t.prefix(x), t.token[kids], run.rng)
+            if got is None:
+                t.tail[x] = -math.inf  # every token with p_θ > 0 is a child already
+                return None, 0.0
+            a, lp_a, rest, rest_after = got
+            leaf = t.add_child(x, a, lp_a)
+            t.tail[x] = rest_after
+            return leaf, lp_a - rest
+        lp = np.array(run.session.logprobs([t.prefix(x)])[0], dtype=np.float64)
         lp[t.token[kids]] = -np.inf
         a = gumbel_argmax(lp, run.rng)
         if a < 0:

@@ -178,14 +178,18 @@ def log_rest_mass(tree: Tree, node: int, included: np.ndarray, session) -> float
     (an index array of child nodes).
 
     Computed as log(1 - Σ p) with ``log1mexp`` while that mass is at least ``EXACT_REST_MASS``;
-    below, from the node's full next-token log-probs (``session.logprobs``, cached by the Session
-    for every prefix a rollout passed through), so tiny and exactly-zero masses are exact.
+    below, from the node's full next-token log-probs (``session.log_mass_excluding`` on the device
+    for a model Session, else ``session.logprobs``; the Session caches the rows of every prefix a
+    rollout passed through), so tiny and exactly-zero masses are exact.
     """
     if included.size == 0:
         return 0.0
     lse = logsumexp(tree.logp[included])
     if lse < _LOG_EXACT:
         return log1mexp(lse)
+    on_device = getattr(session, "log_mass_excluding", None)
+    if on_device is not None:  # a model Session: the sum runs on the device
+        return on_device(tree.prefix(node), tree.token[included])
     lp = np.array(session.logprobs([tree.prefix(node)])[0], dtype=np.float64)
     lp[tree.token[included]] = -np.inf
     return logsumexp(lp)
