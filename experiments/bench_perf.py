@@ -150,11 +150,13 @@ def run_method(lm, prompt, name: str, args) -> dict:
     from specdifftree.tasks.serialize import Serializer
     from specdifftree.tasks.series import Series
 
-    cfg = compose([f"method={name}"]
-                  if name == "greedy" else
-                  [f"method={name}", f"++method.num_rollouts={args.rollouts}",
-                   f"++method.expansion_k={args.k}", f"++method.temperature={args.lam}"]
-                  + ([f"++method.parallel_rollouts={args.parallel}"] if args.parallel else []))
+    # the seed settings, each given only to the methods that have that setting
+    wanted = {"num_rollouts": args.rollouts, "expansion_k": args.k, "temperature": args.lam}
+    if args.parallel:
+        wanted["parallel_rollouts"] = args.parallel
+    own = compose([f"method={name}"]).method
+    cfg = compose([f"method={name}"] + ([] if name == "greedy" else
+                  [f"method.{k}={v}" for k, v in wanted.items() if k in own]))
     method = build_method(cfg.method)
     reward = build_reward(compose(["reward=spectral"]).reward)
     task = ForecastTask(Serializer())
