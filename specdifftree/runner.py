@@ -71,6 +71,20 @@ def build_method(method_cfg) -> Method:
     return method
 
 
+def check_method_config(method_cfg) -> None:
+    """Every key of ``method_cfg`` is a setting of its method (one :class:`ConfigError` line
+    naming the method and the key otherwise); checked before a run or sweep starts."""
+    from hydra.utils import get_class
+
+    target = str(method_cfg.get("_target_"))
+    try:
+        cls = get_class(target)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"method._target_={target!r} cannot be imported: {exc}") from exc
+    keys = {str(k): None for k in method_cfg.keys() if k not in ("_target_", "name")}
+    _check_method_keys(cls, str(method_cfg.get("name") or target), keys)
+
+
 def method_keys(cls, name: str) -> set[str]:
     """Keys a method accepts: named ``__init__`` parameters along its MRO, plus the keys of its
     shipped config ``conf/method/<name>.yaml`` (values a method takes through ``**kwargs``)."""
