@@ -167,6 +167,10 @@ def prepare(cfg: DictConfig) -> Experiment:
         from .modelcache import get_model
 
         lm, hit = get_model(cfg.model)
+        if cfg.backend.get("kv_bits") is not None:  # a quantization the model cannot take fails here
+            from .backend.snapshot import check_kv_quantization
+
+            check_kv_quantization(lm, int(cfg.backend.kv_bits), int(cfg.backend.get("kv_group_size", 64)))
     from .answers import check_rule, is_sampling
 
     answer = check_rule(cfg.method.get("answer"), method.name, is_sampling(method),
@@ -273,7 +277,10 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
             max_new = int(cfg.max_new_tokens or task.max_new_tokens(s))
         session = open_session(lm, prompt_ids, max_new_tokens=max_new,
                           logprob_cache_mb=float(cfg.backend.logprob_cache_mb),
-                          kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)))
+                          kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)),
+                          kv_bits=cfg.backend.get("kv_bits"),
+                          kv_group_size=int(cfg.backend.get("kv_group_size", 64)),
+                          quantized_kv_start=int(cfg.backend.get("quantized_kv_start", 5000)))
 
         def reward_fn(seqs):
             texts = [lm.decode(q) for q in seqs]
