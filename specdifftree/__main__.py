@@ -39,6 +39,9 @@ def _hydra_message(exc: Exception, overrides: list[str]) -> str:
     m = re.search(r"Could not override '([^']+)'", text)
     if m:
         key = m.group(1)
+        method = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "method"), None)
+        if key.startswith("method.") and method:
+            return _method_key_message(key, method)
         known = _known_keys()
         close = difflib.get_close_matches(key, known, n=1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
@@ -47,6 +50,25 @@ def _hydra_message(exc: Exception, overrides: list[str]) -> str:
     hint = next((ln for ln in lines if ln.startswith("Key '")), "")
     first = lines[0] if lines else type(exc).__name__
     return f"{first}{' (' + hint + ')' if hint and hint != first else ''}"
+
+
+def _method_key_message(key: str, method: str) -> str:
+    """A ``method.<key>`` that the chosen method has no such setting (e.g. one job of a sweep over
+    ``method=``): name the method, the key and its settings."""
+    import difflib
+
+    try:
+        from .config import compose
+
+        cfg = compose([f"method={method}"])
+        known = sorted(str(k) for k in cfg.method.keys() if k not in ("_target_", "name"))
+    except Exception:  # noqa: BLE001 - the method itself does not compose: reported elsewhere
+        known = []
+    sub = key.split(".", 1)[1]
+    close = difflib.get_close_matches(sub, known, n=1)
+    hint = f"did you mean method.{close[0]}? " if close else ""
+    return (f"{key} is not a setting of method={method}; {hint}its settings: "
+            f"{', '.join(known) or 'none'} (sweep methods with different settings in separate runs)")
 
 
 def _grammar_message(exc: Exception, overrides: list[str]) -> str:
@@ -97,6 +119,10 @@ def _compose_checked(overrides: list[str], check_dir: str | None = None, values:
     with open_dict(cfg):
         cfg.pop("hydra", None)  # resolved by Hydra itself at launch
     try:
+        if "method" in cfg and cfg.method.get("_target_"):
+            from .runner import check_method_config
+
+            check_method_config(cfg.method)
         if values:
             validate(cfg)
         if target:
@@ -175,6 +201,26 @@ def _precheck_multirun(argv: list[str]) -> None:
             _compose_checked(fixed + others + [f"{key}={v}"], values=False)
 
 
+def _force_method_settings(argv: list[str]) -> list[str]:
+    """With ``method=`` swept, write ``method.<key>=v`` as ``++method.<key>=v``.
+
+    Hydra composes the sweep's launch config with the *default* method (a swept config group is
+    left out of that composition), so a setting that every swept method has but the default one
+    lacks (``method=best_of_n,sir method.answer=median``) would stop the sweep before its first
+    job. Each job was already composed with the plain override and its keys checked against its
+    method (:func:`_precheck_multirun`), so forcing the key changes no job's config."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - reported by the precheck
+        return argv
+    if not any(o.get_key_element() == "method" and o.is_sweep_override() for o in parsed):
+        return argv
+    return [f"++{a}" if (not a.startswith(("-", "+", "~")) and a.split("=", 1)[0].startswith("method.")
+                         and "=" in a) else a for a in argv]
+
+
 def _interrupted(run_dir: str | None, multirun: bool) -> None:
     if multirun:
         where = (f"; run the same command with hydra.sweep.dir={run_dir} to resume" if run_dir
@@ -227,6 +273,7 @@ def main() -> None:
     if not informational:
         if multirun:
             _precheck_multirun(argv)
+            sys.argv[1:] = argv = _force_method_settings(argv)
         else:
             _precheck(argv)
 

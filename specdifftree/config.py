@@ -60,6 +60,18 @@ def _number(cfg, key: str, lo: float | None = None, hi: float | None = None,
         raise ConfigError(f"{key}={v!r}: must be <= {hi}")
 
 
+def _kv_quantization(cfg) -> None:
+    """backend.kv_bits / kv_group_size / quantized_kv_start: the values MLX's quantization takes."""
+    bits = OmegaConf.select(cfg, "backend.kv_bits", default=None)
+    if bits is not None and (isinstance(bits, bool) or bits not in (2, 3, 4, 5, 6, 8)):
+        raise ConfigError(f"backend.kv_bits={bits!r}: must be 2, 3, 4, 5, 6 or 8 (bits per KV "
+                          "entry) or null (no KV cache quantization)")
+    group = OmegaConf.select(cfg, "backend.kv_group_size", default=64)
+    if isinstance(group, bool) or group not in (32, 64, 128):
+        raise ConfigError(f"backend.kv_group_size={group!r}: must be 32, 64 or 128")
+    _int_or_none(cfg, "backend.quantized_kv_start", 0, " (positions before the cache is quantized)")
+
+
 def _prompt_text_keys(cfg) -> None:
     chat = OmegaConf.select(cfg, "prompt.chat", default=None)
     if chat is not None and not isinstance(chat, bool):
@@ -112,6 +124,7 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "prompt.scale_target", 0, lo_open=True)
     _number(cfg, "backend.logprob_cache_mb", 0, lo_open=True)
     _number(cfg, "backend.kv_cache_mb", 0)
+    _kv_quantization(cfg)
     sep = OmegaConf.select(cfg, "prompt.separator", default=", ")
     if not isinstance(sep, str) or not sep.strip() or any(c.isdigit() or c in ".-" for c in sep):
         raise ConfigError(f"prompt.separator={sep!r}: needs a non-space character and no digits, '.' or '-'")

@@ -71,6 +71,20 @@ def build_method(method_cfg) -> Method:
     return method
 
 
+def check_method_config(method_cfg) -> None:
+    """Every key of ``method_cfg`` is a setting of its method (one :class:`ConfigError` line
+    naming the method and the key otherwise); checked before a run or sweep starts."""
+    from hydra.utils import get_class
+
+    target = str(method_cfg.get("_target_"))
+    try:
+        cls = get_class(target)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"method._target_={target!r} cannot be imported: {exc}") from exc
+    keys = {str(k): None for k in method_cfg.keys() if k not in ("_target_", "name")}
+    _check_method_keys(cls, str(method_cfg.get("name") or target), keys)
+
+
 def method_keys(cls, name: str) -> set[str]:
     """Keys a method accepts: named ``__init__`` parameters along its MRO, plus the keys of its
     shipped config ``conf/method/<name>.yaml`` (values a method takes through ``**kwargs``)."""
@@ -153,6 +167,10 @@ def prepare(cfg: DictConfig) -> Experiment:
         from .modelcache import get_model
 
         lm, hit = get_model(cfg.model)
+        if cfg.backend.get("kv_bits") is not None:  # a quantization the model cannot take fails here
+            from .backend.snapshot import check_kv_quantization
+
+            check_kv_quantization(lm, int(cfg.backend.kv_bits), int(cfg.backend.get("kv_group_size", 64)))
     from .answers import check_rule, is_sampling
 
     answer = check_rule(cfg.method.get("answer"), method.name, is_sampling(method),
@@ -259,7 +277,10 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
             max_new = int(cfg.max_new_tokens or task.max_new_tokens(s))
         session = open_session(lm, prompt_ids, max_new_tokens=max_new,
                           logprob_cache_mb=float(cfg.backend.logprob_cache_mb),
-                          kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)))
+                          kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)),
+                          kv_bits=cfg.backend.get("kv_bits"),
+                          kv_group_size=int(cfg.backend.get("kv_group_size", 64)),
+                          quantized_kv_start=int(cfg.backend.get("quantized_kv_start", 5000)))
 
         def reward_fn(seqs):
             texts = [lm.decode(q) for q in seqs]

@@ -199,25 +199,30 @@ def test_max_new_tokens_counts_tokens_of_the_tokenizer(lm, real_series):
     assert toks < chars
 
 
-def test_eot_ends_a_rollout(llama3_model_dirs, tmp_path):
-    """<|eot_id|> stops generation: a copy of the random model whose <|eot_id|> embedding is the
-    scaled embedding of " " (so after a space the model prefers <|eot_id|>) ends every rollout
-    from the prompt with EOS."""
+def eot_model(src, dst, scale: float):
+    """A copy of the random model whose <|eot_id|> embedding (tied: also its output row) is
+    ``scale`` times the embedding of " ": after a space the model leans to <|eot_id|>."""
     import shutil
 
     import mlx.core as mx
 
-    from specdifftree.backend.loader import load
-    from specdifftree.backend.session import Session
-
-    src = llama3_model_dirs["llama"]
-    dst = tmp_path / "eot-model"
     shutil.copytree(src, dst)
     w = dict(mx.load(str(dst / "model.safetensors")))
     emb = w["model.embed_tokens.weight"]
     space = 220
-    w["model.embed_tokens.weight"] = emb.at[EOT_ID].add(3.0 * emb[space] - emb[EOT_ID])
+    w["model.embed_tokens.weight"] = emb.at[EOT_ID].add(scale * emb[space] - emb[EOT_ID])
     mx.save_safetensors(str(dst / "model.safetensors"), w, metadata={"format": "mlx"})
+    return dst
+
+
+def test_eot_ends_a_rollout(llama3_model_dirs, tmp_path):
+    """<|eot_id|> stops generation: a copy of the random model whose <|eot_id|> embedding is the
+    scaled embedding of " " (so after a space the model prefers <|eot_id|>) ends every rollout
+    from the prompt with EOS."""
+    from specdifftree.backend.loader import load
+    from specdifftree.backend.session import Session
+
+    dst = eot_model(llama3_model_dirs["llama"], tmp_path / "eot-model", 3.0)
     lm_eot = load(OmegaConf.create({"path": str(dst), "dtype": "float32"}))
     assert EOT_ID in lm_eot.eos_token_ids
     session = Session(lm_eot, lm_eot.encode_prompt("1.00, 2.00, 3.00, "), max_new_tokens=20)
@@ -250,3 +255,44 @@ def test_cli_greedy_and_dts_on_a_128k_vocabulary_model(llama3_model_dirs, tmp_pa
         if method == "greedy":
             assert all(x["tokens_processed"] == x["prompt_tokens"] + x["generated_tokens"] - 1
                        for x in rows)
+
+
+def test_cli_eot_stops_greedy_and_dts(llama3_model_dirs, tmp_path):
+    """The real CLI on a 128k-vocabulary model where <|eot_id|> is likely after the prompt's final
+    space (p = 0.87 at scale 6): greedy stops at once with an empty, well-formed row; DTS's
+    rollouts end either at <|eot_id|> (short, no special-token text) or at max_new_tokens, and
+    every recorded rollout and result row is well-formed."""
+    from specdifftree.backend.loader import load
+    from specdifftree.backend.session import Session
+
+    model = eot_model(llama3_model_dirs["llama"], tmp_path / "eot-model", 6.0)
+    lm = load(OmegaConf.create({"path": str(model), "dtype": "float32"}))
+    p_eot = float(np.exp(Session(lm, lm.encode_prompt("1.00, 2.00, 3.00, ")).logprobs([()])[0][EOT_ID]))
+    assert 0.5 < p_eot < 0.99  # likely, not certain: DTS sees both kinds of rollout
+    out, max_new = tmp_path / "sweep", 10
+    r = run_cli("--multirun", "method=greedy,dts", "model=hf", f"model.path={model}",
+                "num_samples=2", "dataset.context_length=20", f"max_new_tokens={max_new}",
+                "method.num_rollouts=12", f"hydra.sweep.dir={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stopped = full = 0
+    for job, method in ((0, "greedy"), (1, "dts")):
+        rows = [json.loads(x) for x in (out / str(job) / "results.jsonl").read_text().splitlines()]
+        samples = [json.loads(x) for x in (out / str(job) / "samples.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and {x["method"] for x in rows} == {method}
+        for row in rows:
+            assert row["error"] is None and row["prompt_boundary"] == "natural"
+            assert isinstance(row["text"], str) and "<|" not in row["text"]
+            assert len(row["forecast"]) == row["horizon"] and np.all(np.isfinite(row["forecast"]))
+            assert 0 < row["generated_tokens"] <= max_new
+            assert row["tokens_processed"] >= row["prompt_tokens"] + row["generated_tokens"] - 1
+            if method == "greedy":  # <|eot_id|> is the argmax: one token, nothing after it
+                assert row["generated_tokens"] == 1 and row["text"] == "" and not row["valid"]
+                assert row["tokens_processed"] == row["prompt_tokens"]
+        for smp in samples:
+            assert "<|" not in smp["text"] and 0 < smp["generated_tokens"] <= max_new
+            if smp["generated_tokens"] < max_new:  # only <|eot_id|> ends a rollout early
+                stopped += method == "dts"
+            else:
+                full += method == "dts"
+        assert len(samples) == (2 if method == "greedy" else 2 * 12)
+    assert stopped > 0 and full > 0

@@ -123,3 +123,89 @@ def test_topk_matches_the_logprobs(lms):
     lp = s.logprobs([(), (16,)])
     for row, i, v in zip(lp, ids, vals):
         assert list(i) == list(np.argsort(-row, kind="stable")[:5]) and np.allclose(v, row[i])
+
+
+# ------------------------------------------------------------------ quantized KV cache
+def _generate_step(lm, prompt, T, **quant):
+    """mlx-lm's own greedy decoding: (tokens, full log-prob vector at each step)."""
+    from mlx_lm.generate import generate_step
+
+    out = []
+    for (tok, lp), _ in zip(generate_step(mx.array(prompt), lm.model, max_tokens=T, **quant), range(T)):
+        out.append((int(tok), np.array(lp.astype(mx.float32), dtype=np.float64)))
+    return [t for t, _ in out], [lp for _, lp in out]
+
+
+@pytest.mark.parametrize("bits,start", [(4, 0), (4, "mid"), (8, 3)])
+def test_quantized_kv_cache_matches_mlx_lm_generate_step(tiny_lm, bits, start):
+    """With kv_bits / kv_group_size / quantized_kv_start the Session's log-probs are those of
+    mlx-lm's generate_step with the same settings: greedy rollouts (one row, and several rows
+    decoded together), and log-prob queries whose prefix is fed in one request across the point
+    where the cache becomes quantized ("mid": 5 tokens after the prompt)."""
+    from specdifftree.backend.snapshot import SnapshotSession, open_session
+
+    lm, T = tiny_lm, 16
+    prompt = _prompt(lm, 12)
+    start = len(prompt) + 5 if start == "mid" else start
+    quant = dict(kv_bits=bits, kv_group_size=32, quantized_kv_start=start)
+    toks, ref = _generate_step(lm, prompt, T, **quant)
+    s = open_session(lm, prompt, **quant)
+    assert isinstance(s, SnapshotSession) and s.stats.cache_mode == f"snapshot+kv{bits}"
+    r = s.rollout([()], T, temperature=0.0)[0]
+    n = len(r.tokens)
+    assert n >= 8 and r.tokens == toks[:n]
+    assert np.allclose(r.logprobs, [ref[j][t] for j, t in enumerate(r.tokens)], atol=1e-5)
+    fresh = SnapshotSession(lm, prompt, **quant)
+    at = [0, 3, 9, n - 1]
+    lp = fresh.logprobs([tuple(toks[:j]) for j in at])
+    for row, j in zip(lp, at):
+        assert np.allclose(row, ref[j], atol=1e-5)
+    rows = SnapshotSession(lm, prompt, **quant).rollout([(), tuple(toks[:2]), tuple(toks[:7])], 6,
+                                                        temperature=0.0)
+    for x in rows:
+        k = len(x.prefix)
+        assert list(x.prefix) + x.tokens == toks[:k + len(x.tokens)]
+        assert np.allclose(x.logprobs, [ref[k + j][t] for j, t in enumerate(x.tokens)], atol=1e-5)
+    # the quantization is really on: the unquantized model's distribution differs
+    plain = SnapshotSession(lm, prompt).logprobs([tuple(toks[:9])])[0]
+    assert np.abs(plain - ref[9]).max() > (1e-3 if bits == 8 else 1e-2)
+
+
+def test_quantized_kv_cache_through_the_cli(tmp_path):
+    """backend.kv_bits runs greedy and DTS through the CLI (the rows say which cache), and a group
+    size the model's head dimension does not take stops the run in one line."""
+    out = tmp_path / "sweep"
+    common = ("model=tiny_random", "num_samples=1", "dataset.context_length=16", "max_new_tokens=6",
+              "budget.rollouts=3", "backend.kv_bits=4", "backend.quantized_kv_start=0")
+    r = run_cli("--multirun", "method=greedy,dts", *common, "backend.kv_group_size=32",
+                f"hydra.sweep.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for job in (0, 1):
+        row = json.loads((out / str(job) / "results.jsonl").read_text().splitlines()[0])
+        assert row["error"] is None and row["cache_mode"] == "snapshot+kv4"
+        assert 0 < row["generated_tokens"] <= 6
+        if row["method"] == "greedy":
+            assert row["tokens_processed"] == row["prompt_tokens"] + row["generated_tokens"] - 1
+    r = run_cli(*common, "backend.kv_group_size=64", f"hydra.run.dir={tmp_path / 'bad'}")
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("specdifftree: error:")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert "backend.kv_group_size=64" in lines[0] and "divisible" in lines[0]
+    r = run_cli(*common[:-2], "backend.kv_bits=7", f"hydra.run.dir={tmp_path / 'bad2'}")
+    assert r.returncode == 2 and "backend.kv_bits=7: must be 2, 3, 4, 5, 6 or 8" in r.stderr
+
+
+def test_kv_quantization_of_other_cache_types(lms):
+    """As in mlx-lm: Mamba's ArraysCache is not quantized (the log-probs stay those of the plain
+    session); Gemma 3's RotatingKVCache cannot be, which is one ConfigError line up front."""
+    from specdifftree.backend.snapshot import SnapshotSession, check_kv_quantization
+    from specdifftree.errors import ConfigError
+
+    lm = lms["mamba"]
+    check_kv_quantization(lm, 4, 32)
+    q = SnapshotSession(lm, _prompt(lm), kv_bits=4, kv_group_size=32, quantized_kv_start=0)
+    assert q.stats.cache_mode == "snapshot+kv4"
+    # (the prompt is prefilled as generate_step does, the last token on its own: rounding only)
+    assert np.allclose(q.logprobs([(16, 13)]), SnapshotSession(lm, _prompt(lm)).logprobs([(16, 13)]),
+                       atol=1e-5)
+    with pytest.raises(ConfigError, match=r"^backend\.kv_bits=4: .* uses RotatingKVCache, which mlx-lm cannot quantize"):
+        check_kv_quantization(lms["gemma3_text"], 4, 32)

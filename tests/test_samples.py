@@ -26,7 +26,7 @@ def median_run(tmp_path_factory):
                "budget.rollouts=6")
 
 
-@pytest.fixture(scope="module", params=["best_of_n", "dts"])
+@pytest.fixture(scope="module", params=["best_of_n", "dts", "sir"])
 def best_runs(request, tmp_path_factory):
     # the same search with two token budgets: the smaller run must be a prefix of the larger
     short = [f"method={request.param}", "dataset.context_length=16", "num_samples=2",

@@ -168,10 +168,52 @@ def test_budget_scaling_preset_sweeps_token_budgets():
     params = cfg.hydra.sweeper.params
     budgets = [int(b) for b in params["budget.tokens"].split(",")]
     assert len(budgets) >= 3 and budgets == sorted(budgets)
-    assert {"greedy", "mcts", "dts", "maxent_ts", "best_of_n", "beam", "dts_star"} \
+    assert {"greedy", "mcts", "dts", "maxent_ts", "best_of_n", "beam", "dts_star", "sir", "smc"} \
         == set(params.method.split(","))
     # every rollout processes at least one token: the token budget, not rollouts, stops a method
     assert cfg.budget.rollouts > max(budgets)
+
+
+def test_anytime_preset_holds_only_methods_a_single_run_answers():
+    """smc fixes its particle count from the token budget up front, so a run at a smaller budget
+    is not the beginning of a larger one: it is in budget_scaling (one job per budget), not in
+    the anytime preset; sir samples like best_of_n and is in both."""
+    from specdifftree.config import compose
+
+    methods = compose(["+sweep=anytime"], return_hydra_config=True).hydra.sweeper.params.method
+    assert set(methods.split(",")) == {"best_of_n", "mcts", "dts", "dts_star", "maxent_ts", "sir"}
+
+
+@pytest.mark.parametrize("args,method,key", [
+    (("method=dts,greedy", "method.expansion_k=2"), "greedy", "expansion_k"),
+    (("method=greedy,dts", "+method.expansion_k=2"), "greedy", "expansion_k"),
+    (("method=best_of_n,beam", "method.answer=median"), "beam", "answer"),
+])
+def test_a_sweep_over_methods_with_a_key_one_lacks_fails_in_one_line(tmp_path, args, method, key):
+    """A setting that one swept method does not have stops the sweep before any job, with one line
+    naming the method and the key (exit 2, no sweep dir)."""
+    sweep = tmp_path / "sweep"
+    r = run_cli("--multirun", *args, "num_samples=1", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("specdifftree: error: ")
+    assert f"method.{key} is not a setting of method={method}" in lines[0], lines[0]
+    assert not sweep.exists()
+
+
+def test_a_setting_of_every_swept_method_but_not_the_default_one_runs(tmp_path):
+    """method.answer exists for best_of_n and sir but not for the default method (greedy): the
+    sweep runs every job with it (Hydra composes the launch config with the default method)."""
+    sweep = tmp_path / "sweep"
+    r = run_cli("--multirun", "model=tiny_random", "method=best_of_n,sir", "method.answer=median",
+                "method.num_rollouts=3", "max_new_tokens=4", "num_samples=1",
+                f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for job, method in ((0, "best_of_n"), (1, "sir")):
+        row = json.loads(_lines(sweep / str(job) / "results.jsonl")[0])
+        assert row["method"] == method and row["error"] is None
+        assert row["answer"] == "median" and row["rollouts"] == 3
 
 
 def test_a_grown_sweep_resumes_in_the_dirs_of_its_jobs(tmp_path):

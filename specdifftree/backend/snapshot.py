@@ -17,6 +17,16 @@ Tokens re-fed because no snapshot held them are counted in ``tokens_processed`` 
 (so ``redundancy`` > 1 shows up in the results, it is not hidden) and separately in
 ``stats.recomputed_tokens``; ``stats.cache_mode`` is ``"snapshot"``. Search code sees the same
 API as :class:`.session.Session` (``logprobs``, ``rollout``, counters).
+
+**Quantized KV cache** (``kv_bits``, ``kv_group_size``, ``quantized_kv_start``: the arguments of
+mlx-lm's ``generate_step``). After every forward pass each layer cache that can be quantized and
+holds at least ``quantized_kv_start`` positions becomes a ``QuantizedKVCache`` (mlx-lm's
+``maybe_quantize_kv_cache`` rule); the prompt is prefilled as ``generate_step`` prefills it (all
+but the last token in chunks, then the last token). Later feeds of several tokens are split where
+the cache reaches ``quantized_kv_start``, so every position sees the cache ``generate_step``
+decoding one token at a time would give it. mlx-lm has no batched quantized cache: rollouts of
+several rows then decode row by row (one forward pass per row and step, all counted in
+``model_calls``). ``stats.cache_mode`` is ``"snapshot+kv<bits>"``.
 """
 
 from __future__ import annotations
@@ -82,11 +92,16 @@ class SnapshotSession:
     """See the module docstring."""
 
     def __init__(self, lm: LoadedModel, prompt_tokens: Sequence[int], max_new_tokens: int = 0,
-                 logprob_cache_mb: float = 64.0, kv_cache_mb: float = 1024.0):
+                 logprob_cache_mb: float = 64.0, kv_cache_mb: float = 1024.0,
+                 kv_bits: int | None = None, kv_group_size: int = 64,
+                 quantized_kv_start: int = 5000):
         import mlx.core as mx
         from mlx_lm.models.cache import make_prompt_cache
 
         self._mx = mx
+        self.kv_bits = None if kv_bits is None else int(kv_bits)
+        self.kv_group_size = int(kv_group_size)
+        self.quantized_kv_start = int(quantized_kv_start)
         self.lm = lm
         self.prompt = tuple(int(t) for t in prompt_tokens)
         if not self.prompt:
@@ -98,6 +113,8 @@ class SnapshotSession:
         self.eos_ids = frozenset(lm.eos_token_ids)
         self.vocab_size = lm.vocab_size
         self.stats = SnapshotStats(prompt_tokens=len(self.prompt))
+        if self.kv_bits is not None:
+            self.stats.cache_mode = f"snapshot+kv{self.kv_bits}"
         self._lp_cap = max(16, int(logprob_cache_mb * 2**20 / max(1, self.vocab_size * 8)))
         self._lp: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._snap_cap = int(kv_cache_mb * 2**20)
@@ -105,8 +122,16 @@ class SnapshotSession:
         self._snap_bytes = 0
         self._seen: set[int] = set()  # rolling hashes of every prompt + prefix ever fed
         cache = make_prompt_cache(lm.model)
-        for start in range(0, len(self.prompt), PREFILL_CHUNK):
-            logits = self._forward(mx.array([list(self.prompt[start:start + PREFILL_CHUNK])]), cache)
+        if self.kv_bits is None:
+            for start in range(0, len(self.prompt), PREFILL_CHUNK):
+                logits = self._forward(mx.array([list(self.prompt[start:start + PREFILL_CHUNK])]), cache)
+        else:  # as generate_step: the body in chunks (quantized after each), then the last token
+            body = self.prompt[:-1]
+            for start in range(0, len(body), PREFILL_CHUNK):
+                self._forward(mx.array([list(body[start:start + PREFILL_CHUNK])]), cache, split=False)
+            logits = self._forward(mx.array([[self.prompt[-1]]]), cache)
+            if body:  # the last token completes the last chunk's pass (as the Session counts)
+                self.stats.model_calls -= 1
         self._root = cache
         self._remember((), self._to_logprobs(logits)[0])
 
@@ -127,17 +152,52 @@ class SnapshotSession:
         return self.lm.decode(list(tokens))
 
     # ------------------------------------------------------------------ plumbing
-    def _forward(self, tokens, cache, count: bool = True):
+    def _forward(self, tokens, cache, count: bool = True, split: bool = True):
+        """Logits (float32) of the last position after feeding ``tokens`` (B, n) into ``cache``."""
         mx = self._mx
         t0 = time.perf_counter()
-        out = self.lm.model(tokens, cache=cache)
-        last = out[:, -1, :].astype(mx.float32)
+        last = self._run(tokens, cache, split)[:, -1, :].astype(mx.float32)
         mx.eval(last)
         self.stats.model_time_s += time.perf_counter() - t0
         self.stats.model_calls += 1
         if count:
             self.stats.tokens_processed += int(tokens.shape[0] * tokens.shape[1])
         return last
+
+    def _run(self, tokens, cache, split: bool = True):
+        """The model's logits at every fed position (lazy). With a quantized KV cache, the layer
+        caches are quantized after the pass (mlx-lm's rule) and, with ``split``, a feed that
+        crosses ``quantized_kv_start`` is fed in two passes at that position."""
+        if self.kv_bits is None:
+            return self.lm.model(tokens, cache=cache)
+        n = int(tokens.shape[1])
+        offset = next((c.offset for c in cache if hasattr(c, "to_quantized")), None)
+        cut = self.quantized_kv_start - offset if offset is not None else 0
+        if split and 0 < cut < n:
+            first = self.lm.model(tokens[:, :cut], cache=cache)
+            self._quantize(cache)
+            return self._mx.concatenate([first, self._run(tokens[:, cut:], cache, False)], axis=1)
+        out = self.lm.model(tokens, cache=cache)
+        self._quantize(cache)
+        return out
+
+    def _quantize(self, cache) -> None:
+        """mlx-lm's ``maybe_quantize_kv_cache``: in place, layer caches holding at least
+        ``quantized_kv_start`` positions become ``QuantizedKVCache``."""
+        for i, c in enumerate(cache):
+            if hasattr(c, "to_quantized") and c.offset >= self.quantized_kv_start:
+                try:
+                    cache[i] = c.to_quantized(group_size=self.kv_group_size, bits=self.kv_bits)
+                except NotImplementedError:
+                    raise BackendError(
+                        f"backend.kv_bits={self.kv_bits}: model {self.lm.name} uses "
+                        f"{type(c).__name__}, which mlx-lm cannot quantize; set backend.kv_bits=null") from None
+                except ValueError as exc:
+                    raise BackendError(
+                        f"backend.kv_bits={self.kv_bits}, backend.kv_group_size={self.kv_group_size}: "
+                        f"the KV cache of model {self.lm.name} cannot be quantized so "
+                        f"({str(exc).splitlines()[0]}); use a kv_group_size that divides its head "
+                        "dimension (32, 64 or 128)") from None
 
     def _to_logprobs(self, logits) -> np.ndarray:
         mx = self._mx
@@ -259,8 +319,12 @@ class SnapshotSession:
             return [Rollout(p, [], [], False) for p in prefixes]
         rows = [self._row_cache(p) for p in prefixes]
         hashes = [self._hash(p) for p in prefixes]
+        # quantized caches have no batched form in mlx-lm: one cache (and pass) per row
+        rowwise = self.kv_bits is not None and B > 1
         if B == 1:
             cache = rows[0][0]
+        elif rowwise:
+            caches = [c for c, _ in rows]
         else:
             cache = [type(rows[0][0][layer]).merge([c[layer] for c, _ in rows])
                      for layer in range(len(rows[0][0]))]
@@ -269,6 +333,15 @@ class SnapshotSession:
         def advance(active, done_rows, keep_rows, seqs):
             if not keep_rows:
                 return None
+            if rowwise:
+                ids = [active[r] for r in keep_rows]
+                out = np.stack([self._to_logprobs(self._forward(mx.array([[seqs[i][-1]]]), caches[i]))[0]
+                                for i in ids])
+                for r, i in enumerate(ids):
+                    self._remember(prefixes[i] + tuple(seqs[i]), out[r])
+                    self._mark(hashes[i], seqs[i][-1:])
+                    hashes[i] = hash((hashes[i], int(seqs[i][-1])))
+                return out
             if done_rows and B > 1:
                 idx = mx.array(keep_rows)
                 for c in cache:
@@ -304,7 +377,7 @@ class SnapshotSession:
         cache = copy.deepcopy(self._root)
         feed = toks[:-1]
         t0 = time.perf_counter()
-        out = self.lm.model(mx.array([feed]), cache=cache)[0].astype(mx.float32)
+        out = self._run(mx.array([feed]), cache)[0].astype(mx.float32)
         lp_all = out - mx.logsumexp(out, axis=-1, keepdims=True)
         mx.eval(lp_all)
         self.stats.model_time_s += time.perf_counter() - t0
@@ -314,11 +387,37 @@ class SnapshotSession:
         return total, len(feed)
 
 
-def open_session(lm: LoadedModel, prompt_tokens: Sequence[int], **kwargs):
+def check_kv_quantization(lm: LoadedModel, kv_bits: int, kv_group_size: int) -> None:
+    """Raise :class:`ConfigError` (one line) when ``lm``'s KV cache cannot be quantized so:
+    one token is fed into a cache quantized from the start."""
+    from ..errors import ConfigError
+
+    s = SnapshotSession.__new__(SnapshotSession)
+    s.lm, s.kv_bits, s.kv_group_size, s.quantized_kv_start = lm, int(kv_bits), int(kv_group_size), 0
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(lm.model)
+    try:
+        s._run(mx.array([[0]]), cache)  # fills the cache, then quantizes it
+    except BackendError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        mx.eval(s._run(mx.array([[0]]), cache))  # attention over the quantized cache
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"backend.kv_bits={kv_bits}, backend.kv_group_size={kv_group_size}: "
+                           f"model {lm.name} cannot attend over the quantized cache "
+                           f"({str(exc).splitlines()[0]})") from None
+
+
+def open_session(lm: LoadedModel, prompt_tokens: Sequence[int], kv_bits: int | None = None,
+                 kv_group_size: int = 64, quantized_kv_start: int = 5000, **kwargs):
     """The Session for ``lm``: the prefix-KV :class:`.session.Session` for plain-KVCache models,
-    :class:`SnapshotSession` for every other mlx-lm cache type."""
-    if needs_snapshots(lm):
-        return SnapshotSession(lm, prompt_tokens, **kwargs)
+    :class:`SnapshotSession` for every other mlx-lm cache type and for a quantized KV cache
+    (``kv_bits`` not None)."""
+    if kv_bits is not None or needs_snapshots(lm):
+        return SnapshotSession(lm, prompt_tokens, kv_bits=kv_bits, kv_group_size=kv_group_size,
+                               quantized_kv_start=quantized_kv_start, **kwargs)
     from .session import Session
 
     return Session(lm, prompt_tokens, **kwargs)
