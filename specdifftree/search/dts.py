@@ -82,7 +82,6 @@ class DTS(TreeSearch):
     name = "dts"
     sampling = True
     default_answer = "sample"
-    unlimited_k = True
 
     def __init__(self, expansion_k: int | None = 0, defensive: float = 0.5, **kw):
         super().__init__(expansion_k=0 if expansion_k is None else expansion_k, **kw)

@@ -72,21 +72,15 @@ class TreeSearch(Method):
     #: a sampling method returns draws from the tree's estimate of π as ``samples``
     sampling: bool = False
     default_answer: str = "best"
-    #: whether ``expansion_k: 0`` (no limit on children) is allowed
-    unlimited_k: bool = False
-
     def __init__(self, num_rollouts: int = 20, expansion_k: int = 4, temperature: float = 1.0,
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
                  num_samples: int = 8, answer: str | None = None, **_ignored):
         self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
         if expansion_k is None:
             expansion_k = 0
+        # 0 (or null) = no cap: every token with p_θ > 0 may become a child
         self.expansion_k = check_positive("expansion_k", expansion_k, integer=True,
                                           allow_zero=True)
-        if self.expansion_k == 0 and not self.unlimited_k:
-            raise ConfigError(f"method.expansion_k={expansion_k!r}: {self.name} adds k children "
-                              "at once and needs a cap k >= 1 (0/null = no cap is for dts and "
-                              "dts_star)")
         self.lam = check_positive("temperature", temperature)
         self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
                                                   allow_zero=True)
