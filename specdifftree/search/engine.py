@@ -150,8 +150,13 @@ class TreeSearch(Method):
         return self._result(run, reward.calls - calls0, reward.nonfinite - bad0)
 
     def run(self, session: SessionLike, reward: RewardOracle, budget: Budget,
-            rng: np.random.Generator) -> Run:
-        """The search loop; returns its final state (the tree) without building a result."""
+            rng: np.random.Generator, after_step=None) -> Run:
+        """The search loop; returns its final state (the tree) without building a result.
+
+        ``after_step(run)``, if given, is called after every step (where the loop checks the
+        budget), and a return value of False stops the search there: the state it sees is the
+        final state of the same search under any budget that stops at that step (benchmarks
+        read several budgets off one search)."""
         meter = Meter(budget, session, self.num_rollouts)
         tree = Tree(meter.depth, session.eos_ids)
         run = Run(session=session, reward=reward, rng=rng, tree=tree, meter=meter, lam=self.lam)
@@ -183,6 +188,8 @@ class TreeSearch(Method):
                 self.backup(run, path)
                 tree.update_closed(path, lambda x: self.no_new(run, x))
             meter.done += len(leaves)
+            if after_step is not None and after_step(run) is False:
+                break
         return run
 
     def _drop(self, run: Run, leaf: int, end: int, r: float) -> None:
