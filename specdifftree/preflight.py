@@ -76,7 +76,8 @@ def check_model(exp) -> None:
     if k and rows and int(k) > rows:
         raise ConfigError(f"method.expansion_k={k} exceeds the vocabulary of model {lm.name} "
                           f"({rows} tokens); use a value <= {rows}")
-    width = max(int(getattr(m, "k", 0) or 0) if m.name == "beam" else 0,
+    beam_k = (int(getattr(m, "k", 0) or 0) or rows) if m.name == "beam" else 0  # 0 = no cap
+    width = max(beam_k,
                 int(getattr(m, "parallel_rollouts", 1) or 1))
     per_tok = kv_bytes_per_token(lm)
     if width > 1 and per_tok:

@@ -77,7 +77,7 @@ BAD_VALUES = [
     ("model=hf", "model.path"),
 ]
 METHOD_VALUES = [
-    ("mcts", "method.expansion_k=0", "method.expansion_k"),
+    ("mcts", "method.expansion_k=-1", "method.expansion_k"),
     ("mcts", "method.num_rollouts=0", "method.num_rollouts"),
     ("dts", "method.temperature=0", "method.temperature"),
     ("dts", "method.temperature=-1", "method.temperature"),

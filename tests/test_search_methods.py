@@ -213,7 +213,7 @@ def test_extreme_temperatures_and_rewards_run_clean(name, lam):
 # ---------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("bad", [
     ("dts", {"temperature": 0}), ("dts", {"temperature": float("nan")}),
-    ("mcts", {"expansion": "widest"}), ("mcts", {"expansion_k": 0}),
+    ("mcts", {"expansion": "widest"}), ("mcts", {"expansion_k": -1}),
     ("mcts", {"answer": "sample"}), ("maxent_ts", {"epsilon": -1}),
     ("best_of_n", {"num_rollouts": 0}), ("beam", {"expansion_k": 1.5}),
     ("dts", {"parallel_rollouts": "two"}),

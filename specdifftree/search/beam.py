@@ -1,6 +1,7 @@
 r"""``beam`` — beam search by log-probability, final choice by reward.
 
-The beam holds the ``expansion_k`` = k hypotheses with the highest log p_θ(prefix). Each step asks
+The beam holds the ``expansion_k`` = k hypotheses with the highest log p_θ(prefix) (``expansion_k``
+0 or null: no cap, k = the vocabulary size). Each step asks
 the Session for the next-token log-probs of every unfinished hypothesis (one batched call),
 extends each by its k most likely tokens, and keeps the k best of {finished hypotheses} ∪
 {extensions} by cumulative log-prob (ties: earlier first). A hypothesis is finished when it ends in
@@ -21,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
-from ..errors import ConfigError
 from .numerics import topk_next
 from .stats import sample_stats
 from .tree import Tree
@@ -30,14 +30,16 @@ from .tree import Tree
 class Beam(Method):
     name = "beam"
 
-    def __init__(self, expansion_k: int = 4, **_ignored):
-        if expansion_k in (0, None):
-            raise ConfigError(f"method.expansion_k={expansion_k!r}: beam needs a width k >= 1")
-        self.k = check_positive("expansion_k", expansion_k, integer=True)
+    def __init__(self, expansion_k: int | None = 4, **_ignored):
+        # 0 (or null) = no cap: k is the vocabulary size (every token is tried, and the beam
+        # keeps up to that many hypotheses)
+        self.k = check_positive("expansion_k", 0 if expansion_k is None else expansion_k,
+                                integer=True, allow_zero=True)
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         meter = Meter(budget, session, None)
+        k = self.k or int(session.vocab_size)
         D = meter.depth
         tree = Tree(D, session.eos_ids)
         calls0, bad0 = reward.calls, reward.nonfinite
@@ -50,13 +52,13 @@ class Beam(Method):
             if left is not None and cost > 0 and cost > left:
                 stopped = True
                 break
-            nxt = topk_next(session, [tree.prefix(n) for _, n in alive], self.k)
+            nxt = topk_next(session, [tree.prefix(n) for _, n in alive], k)
             cands = [(s, n) for s, n in beam if tree.terminal[n]]
             for (s, n), (ids, lps) in zip(alive, nxt):
                 for a, lp in zip(ids, lps):
                     cands.append((s + lp, tree.add_child(n, a, lp)))
             order = sorted(range(len(cands)), key=lambda i: (-cands[i][0], i))
-            beam = [cands[i] for i in order[: self.k]]
+            beam = [cands[i] for i in order[:k]]
         finished = [n for _, n in beam if tree.terminal[n]]
         rollouts = 0
         if stopped:

@@ -82,7 +82,6 @@ class DTS(TreeSearch):
     name = "dts"
     sampling = True
     default_answer = "sample"
-    unlimited_k = True
 
     def __init__(self, expansion_k: int | None = 0, defensive: float = 0.5, **kw):
         super().__init__(expansion_k=0 if expansion_k is None else expansion_k, **kw)
@@ -137,20 +136,27 @@ class DTS(TreeSearch):
         the new child (1 − P_S(x))·exp(λ·v̂(x)) while x may get one (``expansion_k``)."""
         t = run.tree
         kids = t.kids(x)
+        n = kids.size
         vx = self._value(t, x)
         val = t.value[kids]
         visited = t.visits[kids] > 0
-        logp = t.logp[kids].copy()
-        logp[~visited & t.terminal[kids] & t.closed[kids]] = -np.inf  # a failed terminal
-        logw = logp + self.lam * np.where(np.isnan(val), vx, val)
         closed = t.terminal[kids]  # evaluated, failed or in flight: never drawn again
-        logo = np.where(visited, t.logopen[kids], 0.0)
-        logo_p = np.where(visited, t.logopen_p[kids], 0.0)
-        logo[closed] = -np.inf
-        logo_p[closed] = -np.inf
         tail = tail_mass(t, x, run.session) if self.can_expand(run, x) else -np.inf
-        return (kids, np.append(logw, tail + self.lam * vx), np.append(logp, tail),
-                np.append(logo, 0.0), np.append(logo_p, 0.0))
+        # each array: the n children, then the new child
+        logp = np.empty(n + 1)
+        logp[:n] = t.logp[kids]
+        logp[:n][~visited & closed & t.closed[kids]] = -np.inf  # a failed terminal
+        logp[n] = tail
+        logw = np.empty(n + 1)
+        logw[:n] = logp[:n] + self.lam * np.where(np.isnan(val), vx, val)
+        logw[n] = tail + self.lam * vx
+        logo = np.zeros(n + 1)
+        logo_p = np.zeros(n + 1)
+        logo[:n] = np.where(visited, t.logopen[kids], 0.0)
+        logo_p[:n] = np.where(visited, t.logopen_p[kids], 0.0)
+        logo[:n][closed] = -np.inf
+        logo_p[:n][closed] = -np.inf
+        return kids, logw, logp, logo, logo_p
 
     def refresh_open(self, run: Run, path: list[int]) -> None:
         """Recompute the open shares bottom-up on ``path`` (root ... leaf)."""

@@ -72,21 +72,15 @@ class TreeSearch(Method):
     #: a sampling method returns draws from the tree's estimate of π as ``samples``
     sampling: bool = False
     default_answer: str = "best"
-    #: whether ``expansion_k: 0`` (no limit on children) is allowed
-    unlimited_k: bool = False
-
     def __init__(self, num_rollouts: int = 20, expansion_k: int = 4, temperature: float = 1.0,
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
                  num_samples: int = 8, answer: str | None = None, **_ignored):
         self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
         if expansion_k is None:
             expansion_k = 0
+        # 0 (or null) = no cap: every token with p_θ > 0 may become a child
         self.expansion_k = check_positive("expansion_k", expansion_k, integer=True,
                                           allow_zero=True)
-        if self.expansion_k == 0 and not self.unlimited_k:
-            raise ConfigError(f"method.expansion_k={expansion_k!r}: {self.name} adds k children "
-                              "at once and needs a cap k >= 1 (0/null = no cap is for dts and "
-                              "dts_star)")
         self.lam = check_positive("temperature", temperature)
         self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
                                                   allow_zero=True)
@@ -156,8 +150,13 @@ class TreeSearch(Method):
         return self._result(run, reward.calls - calls0, reward.nonfinite - bad0)
 
     def run(self, session: SessionLike, reward: RewardOracle, budget: Budget,
-            rng: np.random.Generator) -> Run:
-        """The search loop; returns its final state (the tree) without building a result."""
+            rng: np.random.Generator, after_step=None) -> Run:
+        """The search loop; returns its final state (the tree) without building a result.
+
+        ``after_step(run)``, if given, is called after every step (where the loop checks the
+        budget), and a return value of False stops the search there: the state it sees is the
+        final state of the same search under any budget that stops at that step (benchmarks
+        read several budgets off one search)."""
         meter = Meter(budget, session, self.num_rollouts)
         tree = Tree(meter.depth, session.eos_ids)
         run = Run(session=session, reward=reward, rng=rng, tree=tree, meter=meter, lam=self.lam)
@@ -189,6 +188,8 @@ class TreeSearch(Method):
                 self.backup(run, path)
                 tree.update_closed(path, lambda x: self.no_new(run, x))
             meter.done += len(leaves)
+            if after_step is not None and after_step(run) is False:
+                break
         return run
 
     def _drop(self, run: Run, leaf: int, end: int, r: float) -> None:

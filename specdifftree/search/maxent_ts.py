@@ -8,6 +8,7 @@ The soft value is the one of the KL-regularised objective whose optimal policy i
 
 - **Expansion.** When selection first reaches a node it gets the top-``expansion_k`` tokens of
   p_θ(·|x) as children (plus the child a rollout already added); tokens with p_θ = 0 never.
+  ``expansion_k`` 0 (or null) = no cap: every token with p_θ > 0.
 - **Selection** (MENTS' E2W). Among the children that are not fully explored, C(x):
 
       π_sel(a|x) = (1 − ε_x)·p_θ(a|x)·exp(λ·Q̂(x,a)) / Σ_{b∈C} p_θ(b|x)·exp(λ·Q̂(x,b)) + ε_x/|C|,
@@ -48,7 +49,7 @@ import numpy as np
 
 from .base import check_positive
 from .engine import Run, TreeSearch
-from .numerics import gumbel_argmax, logsumexp, topk_next
+from .numerics import expansion_tokens, gumbel_argmax, logsumexp
 from .tree import log_rest_mass
 
 
@@ -63,7 +64,7 @@ class MaxEntTS(TreeSearch):
 
     def expand(self, run: Run, x: int) -> None:
         t = run.tree
-        ((toks, lps),) = topk_next(run.session, [t.prefix(x)], self.expansion_k)
+        toks, lps = expansion_tokens(run.session, t.prefix(x), self.expansion_k)
         for a, v in zip(toks, lps):
             t.add_child(x, a, v)
         t.expanded[x] = True

@@ -12,7 +12,8 @@ Each simulation:
   same for rewards in [0, 1] or ±1e6), and closed subtrees (fully explored) are skipped.
 - **Expansion.** The first time selection reaches a node, it gets up to ``expansion_k`` children:
   the top-k tokens of p_θ(·|x) (``expansion: topk``) or k tokens drawn without replacement from
-  p_θ(·|x) (``expansion: sample``, Gumbel-top-k), plus the child a previous rollout already added.
+  p_θ(·|x) (``expansion: sample``, Gumbel-top-k), plus the child a previous rollout already added;
+  ``expansion_k`` 0 (or null) = no cap: every token with p_θ > 0.
   Tokens with p_θ = 0 are never children. The log-probs come from the Session's cache (every node
   was passed through by a rollout), so expansion costs no tokens.
 - **Rollout.** From the first unvisited child (highest prior first) the base model completes the
@@ -30,7 +31,7 @@ import numpy as np
 
 from .base import check_choice, check_positive
 from .engine import Run, TreeSearch
-from .numerics import gumbel_topk, topk_next
+from .numerics import expansion_tokens, gumbel_topk
 
 
 class MCTS(TreeSearch):
@@ -44,10 +45,10 @@ class MCTS(TreeSearch):
     def expand(self, run: Run, x: int) -> None:
         t = run.tree
         if self.expansion == "topk":
-            ((toks, lps),) = topk_next(run.session, [t.prefix(x)], self.expansion_k)
+            toks, lps = expansion_tokens(run.session, t.prefix(x), self.expansion_k)
         else:
             lp = run.session.logprobs([t.prefix(x)])[0]
-            toks = gumbel_topk(lp, self.expansion_k, run.rng)
+            toks = gumbel_topk(lp, self.expansion_k or len(lp), run.rng)
             lps = [float(lp[a]) for a in toks]
         for a, v in zip(toks, lps):
             t.add_child(x, int(a), v)

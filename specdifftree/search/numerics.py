@@ -21,10 +21,10 @@ def logsumexp(x) -> float:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     if a.size == 0:
         return -math.inf
-    m = float(np.max(a))
+    m = float(a.max())  # ndarray methods: the search calls this on tiny arrays, often
     if not math.isfinite(m):
         return m  # -inf (nothing), +inf, or nan: nothing to rescale
-    return m + math.log(float(np.sum(np.exp(a - m))))
+    return m + math.log(float(np.exp(a - m).sum()))
 
 
 def log1mexp(a: float) -> float:
@@ -92,6 +92,17 @@ def topk_next(session, prefixes, k: int) -> list[tuple[list[int], list[float]]]:
         idx = topk_finite(lp, k)
         out.append(([int(a) for a in idx], [float(lp[a]) for a in idx]))
     return out
+
+
+def expansion_tokens(session, prefix, k: int) -> tuple[list[int], list[float]]:
+    """The children an expansion with cap ``k`` adds after ``prefix``: the k most likely next
+    tokens (:func:`topk_next`), or with ``k`` 0 (no cap) every token with p_θ > 0, most likely
+    first (ties: lower id first)."""
+    if k:
+        return topk_next(session, [prefix], k)[0]
+    lp = np.asarray(session.logprobs([prefix])[0], dtype=np.float64)
+    idx = topk_finite(lp, lp.size)
+    return [int(a) for a in idx], [float(lp[a]) for a in idx]
 
 
 def minmax_normalise(v, lo: float, hi: float) -> np.ndarray:

@@ -87,10 +87,57 @@ class TableLM:
         return cls(lambda _p: lp, len(lp), eos_ids)
 
 
-class TableSession:
-    """A :class:`TableLM` behind the Session interface (see the module docstring)."""
+def numpy_decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, temperature: float,
+                 rng: np.random.Generator, top_k: int = 0, top_p: float = 1.0):
+    """:func:`specdifftree.backend.sampling.decode` on the host: the same loop, rows and
+    ``advance`` protocol (so the same token accounting), with tokens drawn by Gumbel-max in numpy
+    float64 from ``rng`` itself (no MLX; a different random stream, the same law). Temperature 0
+    is the argmax (ties: lowest id). No top-k / top-p truncation."""
+    if top_k or top_p < 1.0:
+        raise ValueError("numpy_decode has no top-k / top-p truncation")
+    lp = np.asarray(lp, dtype=np.float64)
+    B = lp.shape[0]
+    seqs: list[list[int]] = [[] for _ in range(B)]
+    seq_lps: list[list[float]] = [[] for _ in range(B)]
+    finished = [False] * B
+    active = list(range(B))
+    for step in range(max_new_tokens):
+        if temperature > 0:
+            z = lp if temperature == 1.0 else lp / float(temperature)
+            toks = np.argmax(z + rng.gumbel(size=z.shape), axis=-1)
+        else:
+            toks = np.argmax(lp, axis=-1)
+        keep_rows, done_rows = [], []
+        for r, i in enumerate(active):
+            t = int(toks[r])
+            seqs[i].append(t)
+            seq_lps[i].append(float(lp[r, t]))
+            if t in eos_ids:
+                finished[i] = True
+                done_rows.append(r)
+            elif step + 1 < max_new_tokens:
+                keep_rows.append(r)
+            else:
+                done_rows.append(r)
+        lp = advance(active, done_rows, keep_rows, seqs)
+        if not keep_rows:
+            break
+        lp = np.asarray(lp, dtype=np.float64)
+        active = [active[r] for r in keep_rows]
+    return seqs, seq_lps, finished
 
-    def __init__(self, lm: TableLM, prompt_tokens: int = 8):
+
+class TableSession:
+    """A :class:`TableLM` behind the Session interface (see the module docstring).
+
+    ``sampler``: ``"mlx"`` draws rollout tokens exactly as the model Session does (same code,
+    same random stream); ``"numpy"`` with :func:`numpy_decode` (no MLX needed, faster on the host;
+    the same law and the same token accounting) — for benchmarks that only need the law."""
+
+    def __init__(self, lm: TableLM, prompt_tokens: int = 8, sampler: str = "mlx"):
+        if sampler not in ("mlx", "numpy"):
+            raise ValueError(f"sampler={sampler!r}: must be mlx or numpy")
+        self._decode = numpy_decode if sampler == "numpy" else None
         self.lm = lm
         self.eos_ids = lm.eos_ids
         self.vocab_size = lm.vocab_size
@@ -188,8 +235,9 @@ class TableSession:
                 rows.append(self._lp[p])
             return np.stack(rows)
 
-        seqs, seq_lps, finished = decode(lp, max_new_tokens, self.eos_ids, advance,
-                                         temperature=temperature, rng=rng, top_k=top_k, top_p=top_p)
+        seqs, seq_lps, finished = (self._decode or decode)(
+            lp, max_new_tokens, self.eos_ids, advance, temperature=temperature, rng=rng,
+            top_k=top_k, top_p=top_p)
         return [Rollout(prefixes[i], seqs[i], seq_lps[i], finished[i]) for i in range(B)]
 
 
