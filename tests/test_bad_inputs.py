@@ -393,10 +393,23 @@ def test_faulty_reward_is_counted_and_isolated(tmp_path, reward_module, clean_na
                    f"reward.name=bad_{fn}", *QUIET])
     df = execute(prepare(cfg), tmp_path / "run")
     assert len(df) == 3 and (df[counter] >= 1).all()
+    # summary.csv counts them per method x dataset x seed, and the CLI's flags name them
+    import pandas as pd
+
+    from specdifftree.flags import summary_flags
+
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv").iloc[0]
+    for key in ("reward_failures", "reward_nonfinite_values"):
+        assert summary[key] == int(df[key].sum())
+    assert summary[counter] >= 3
+    assert any("reward raised" in f for f in summary_flags(tmp_path / "run"))
     # the dataset cache is untouched: Naive2 figures and history tails equal a clean run's
     again = strip_time(execute(prepare(compose(["method=naive2", "num_samples=3", *QUIET])),
                                tmp_path / "again").to_dict("records"))
     assert again == clean_naive2
+    clean = pd.read_csv(tmp_path / "again" / "summary.csv").iloc[0]
+    assert clean["reward_failures"] == 0 == clean["reward_nonfinite_values"]
+    assert not any("reward raised" in f for f in summary_flags(tmp_path / "again"))
     for r, q in zip(df.to_dict("records"), clean_naive2):
         assert r["smape_naive2"] == q["smape_naive2"] and r["history_tail"] == q["history_tail"]
 
