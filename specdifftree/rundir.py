@@ -375,12 +375,43 @@ def package_version() -> str:
     return __version__
 
 
+def adapter_identity(folder: str | Path) -> str:
+    """sha256 over a LoRA adapter folder's config and weights (adapters are small)."""
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapters.safetensors"):
+        p = Path(folder) / name
+        if p.is_file():
+            h.update(name.encode())
+            _sha(h, p)
+    return h.hexdigest()
+
+
 def fingerprint(cfg, lm, samples) -> dict:
     """What a run dir's results depend on (compared on resume)."""
-    return {"config": result_config(cfg),
-            "package_version": package_version(),
-            "model_weights": (weights_identity(lm.path)["sha256"] or str(lm.path)) if lm else None,
-            "series": series_identity(samples)}
+    return _fingerprint(cfg, lm.path if lm else None, getattr(lm, "adapter_path", None), samples)
+
+
+def planned_fingerprint(cfg, samples, needs_model: bool) -> dict:
+    """The fingerprint a run of ``cfg`` will have, without loading the model: the weights are
+    identified from the folder :func:`specdifftree.backend.loader.resolve_path` names (what the
+    loader loads). Raises what the loader would (e.g. a missing folder)."""
+    path = adapter = None
+    if needs_model:
+        from .backend.loader import resolve_adapter, resolve_path
+
+        path, adapter = resolve_path(cfg.model), resolve_adapter(cfg.model)
+    return _fingerprint(cfg, path, adapter, samples)
+
+
+def _fingerprint(cfg, model_path, adapter_path, samples) -> dict:
+    fp = {"config": result_config(cfg),
+          "package_version": package_version(),
+          "model_weights": ((weights_identity(model_path)["sha256"] or str(model_path))
+                            if model_path else None),
+          "series": series_identity(samples)}
+    if adapter_path:  # only then: fingerprints of runs without adapters keep their form
+        fp["model_adapter"] = adapter_identity(adapter_path)
+    return fp
 
 
 def diff_fingerprints(old: dict, new: dict) -> list[str]:
@@ -391,7 +422,7 @@ def diff_fingerprints(old: dict, new: dict) -> list[str]:
         if oc.get(k, "<unset>") != nc.get(k, "<unset>"):
             out.append(f"{k} ({_short(oc.get(k, '<unset>'))} → {_short(nc.get(k, '<unset>'))})")
     labels = {"package_version": "package version", "model_weights": "model weights",
-              "series": "series data"}
+              "model_adapter": "model adapter", "series": "series data"}
     for k, label in labels.items():
         if old.get(k) != new.get(k):
             out.append(f"{label} ({_short(old.get(k))} → {_short(new.get(k))})")
