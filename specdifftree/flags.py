@@ -23,6 +23,12 @@ def flags_from_summary(df: pd.DataFrame) -> list[str]:
         if errors:
             out.append(f"{what}: {errors} of {n} samples failed (the `error` field of "
                        "results.jsonl says why)")
+        fails, nonfinite = (int(r.get(k)) if r.get(k) is not None and pd.notna(r.get(k)) else 0
+                            for k in ("reward_failures", "reward_nonfinite_values"))
+        if fails or nonfinite:
+            out.append(f"{what}: the reward raised in {fails} call(s) and returned {nonfinite} "
+                       "non-finite value(s), each replaced by reward.failure_reward "
+                       "(`reward_error` in results.jsonl says why)")
         undef = r.get("mase_undefined")
         if undef is not None and pd.notna(undef) and int(undef):
             out.append(f"{what}: MASE undefined for {int(undef)} series (constant or 1-value "

@@ -137,6 +137,11 @@ def _mean(values) -> float:
     return float(arr.mean()) if arr.size else float("nan")
 
 
+def _count(rs: list[dict], key: str) -> int:
+    """Sum of an integer counter over rows (absent or null: 0)."""
+    return int(sum(int(r.get(key) or 0) for r in rs))
+
+
 def _paired_means(rs: list[dict], key: str) -> tuple[float, float, int]:
     """Means of ``key`` and ``key_naive2`` over the rows where both are finite, and how many rows
     were left out: OWA compares a method and Naive2 on the same series (docs/metrics.md)."""
@@ -183,6 +188,9 @@ def summarize(rows: list[dict]) -> pd.DataFrame:
         row.update(
             n=len(rs),
             errors=sum(1 for r in rs if r.get("error")),
+            # reward calls that raised / returned NaN (each replaced by reward.failure_reward)
+            reward_failures=_count(rs, "reward_failures"),
+            reward_nonfinite_values=_count(rs, "reward_nonfinite_values"),
             valid_rate=_mean(1.0 if r.get("valid") else 0.0 for r in rs),
             smape=smape, mase=mase, owa=owa, mase_undefined=mase_undef,
             reward=_mean(r.get("reward") for r in rs),

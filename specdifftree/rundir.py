@@ -88,25 +88,89 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: name of the temporary file of an atomic rewrite of ``<name>`` by process ``<pid>``
+TMP_PATTERN = ".{name}.tmp-{pid}"
+
+
 def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Replace ``path`` by ``data``: temporary file in the same dir, fsync, rename, fsync dir."""
+    """Replace ``path`` by ``data``: temporary file in the same dir, fsync, rename, fsync dir.
+
+    The temporary file is ``.<name>.tmp-<pid>``; it is removed when the write fails, and one left
+    by a killed process is removed at the next start in the dir (:func:`remove_stale_temporaries`).
+    """
     from . import faults
 
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        half = len(data) // 2
-        fh.write(data[:half])
-        fh.flush()
-        faults.crash_point("rewrite-mid")
-        fh.write(data[half:])
-        fh.flush()
-        os.fsync(fh.fileno())
-    faults.crash_point("rewrite")
-    os.replace(tmp, path)
+    tmp = path.with_name(TMP_PATTERN.format(name=path.name, pid=os.getpid()))
+    try:
+        with open(tmp, "wb") as fh:
+            half = len(data) // 2
+            fh.write(data[:half])
+            fh.flush()
+            faults.crash_point("rewrite-mid")
+            faults.crash_point(f"rewrite-mid@{path.name}")
+            fh.write(data[half:])
+            fh.flush()
+            os.fsync(fh.fileno())
+        faults.crash_point("rewrite")
+        faults.crash_point(f"rewrite@{path.name}")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
     fsync_dir(path.parent)
+
+
+def _tmp_owner(name: str) -> int | None:
+    """The pid in a temporary file name ``.<name>.tmp-<pid>`` (None if it is not one)."""
+    if not name.startswith("."):
+        return None
+    head, sep, pid = name.rpartition(".tmp-")
+    return int(pid) if sep and head and pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path, locked: bool = True) -> list[str]:
+    """Remove the temporary files of atomic rewrites that a killed process left in ``folder``.
+
+    ``locked``: the caller holds the folder's run lock, so no other process writes in it and
+    every temporary file is stale; otherwise only those whose process is gone are removed. The
+    files are never read: a killed rewrite left the old file whole. Returns the removed names.
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        pid = _tmp_owner(p.name)
+        if pid is None or not p.is_file() or p.is_symlink():
+            continue
+        if not locked and pid != os.getpid() and _alive(pid):
+            continue
+        try:
+            p.unlink()
+            removed.append(p.name)
+        except OSError:
+            continue
+    if removed:
+        log.warning("%s: removed %d temporary file(s) left by a killed rewrite (%s); the files "
+                    "they were to replace are whole", folder, len(removed), ", ".join(sorted(removed)))
+    return removed
 
 
 def describe_oserror(exc: OSError, path: Path | str) -> str:
@@ -311,12 +375,43 @@ def package_version() -> str:
     return __version__
 
 
+def adapter_identity(folder: str | Path) -> str:
+    """sha256 over a LoRA adapter folder's config and weights (adapters are small)."""
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapters.safetensors"):
+        p = Path(folder) / name
+        if p.is_file():
+            h.update(name.encode())
+            _sha(h, p)
+    return h.hexdigest()
+
+
 def fingerprint(cfg, lm, samples) -> dict:
     """What a run dir's results depend on (compared on resume)."""
-    return {"config": result_config(cfg),
-            "package_version": package_version(),
-            "model_weights": (weights_identity(lm.path)["sha256"] or str(lm.path)) if lm else None,
-            "series": series_identity(samples)}
+    return _fingerprint(cfg, lm.path if lm else None, getattr(lm, "adapter_path", None), samples)
+
+
+def planned_fingerprint(cfg, samples, needs_model: bool) -> dict:
+    """The fingerprint a run of ``cfg`` will have, without loading the model: the weights are
+    identified from the folder :func:`specdifftree.backend.loader.resolve_path` names (what the
+    loader loads). Raises what the loader would (e.g. a missing folder)."""
+    path = adapter = None
+    if needs_model:
+        from .backend.loader import resolve_adapter, resolve_path
+
+        path, adapter = resolve_path(cfg.model), resolve_adapter(cfg.model)
+    return _fingerprint(cfg, path, adapter, samples)
+
+
+def _fingerprint(cfg, model_path, adapter_path, samples) -> dict:
+    fp = {"config": result_config(cfg),
+          "package_version": package_version(),
+          "model_weights": ((weights_identity(model_path)["sha256"] or str(model_path))
+                            if model_path else None),
+          "series": series_identity(samples)}
+    if adapter_path:  # only then: fingerprints of runs without adapters keep their form
+        fp["model_adapter"] = adapter_identity(adapter_path)
+    return fp
 
 
 def diff_fingerprints(old: dict, new: dict) -> list[str]:
@@ -327,7 +422,7 @@ def diff_fingerprints(old: dict, new: dict) -> list[str]:
         if oc.get(k, "<unset>") != nc.get(k, "<unset>"):
             out.append(f"{k} ({_short(oc.get(k, '<unset>'))} → {_short(nc.get(k, '<unset>'))})")
     labels = {"package_version": "package version", "model_weights": "model weights",
-              "series": "series data"}
+              "model_adapter": "model adapter", "series": "series data"}
     for k, label in labels.items():
         if old.get(k) != new.get(k):
             out.append(f"{label} ({_short(old.get(k))} → {_short(new.get(k))})")
@@ -394,6 +489,26 @@ def provenance(cfg, lm, fp: dict) -> dict:
             "argv": list(sys.argv), "model_name": lm.name if lm else None,
             "model_path": str(lm.path) if lm else None, "model_weights": weights,
             "series_sha256": fp.get("series"), "started_at": _now()}
+
+
+def start_record(resumed: bool, stale: list[str] | None = None) -> dict:
+    """One entry of ``run.json``'s ``runs``: who (re)started the run, where, with what code.
+
+    ``rows_reused`` (rows of earlier starts kept), ``lines_rejected`` and, when the run ends,
+    ``finished_at``, ``status`` and ``rows_written`` are added by :func:`note_run`."""
+    return {"started_at": _now(), "host": socket.gethostname(), "pid": os.getpid(),
+            "git_commit": _git_commit(), "package_version": package_version(),
+            "argv": list(sys.argv), "resumed": bool(resumed), "rows_reused": None,
+            "stale_temporaries_removed": list(stale or [])}
+
+
+def note_run(run_dir: str | Path, **fields) -> None:
+    """Add ``fields`` to the latest entry of ``run.json``'s ``runs`` (the caller holds the lock)."""
+    data = read_run_file(run_dir)
+    if not data or not data.get("runs"):
+        return
+    data["runs"][-1].update(fields)
+    atomic_write(Path(run_dir) / RUN_FILE, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_run_file(run_dir: str | Path) -> dict | None:
@@ -475,8 +590,8 @@ def claim(run_dir: str | Path, fp: dict, prov: dict, resume: bool = True) -> Cla
                 f"run dir {run_dir} holds results without a {RUN_FILE} (an older version or "
                 "another tool wrote them), so they cannot be checked against this configuration; "
                 "use another hydra.run.dir, or resume=false to start clean in a new dir")
-        history.append({"started_at": _now(), "pid": os.getpid(), "host": socket.gethostname(),
-                        "resumed": bool(resumed)})
+        stale = remove_stale_temporaries(run_dir)
+        history.append(start_record(resumed, stale))
         write_run_file(run_dir, fp, prov, history)
     except OSError as exc:
         lock.release()

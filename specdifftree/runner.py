@@ -383,7 +383,8 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
     (:mod:`specdifftree.rundir`); rows already written for this config are kept (resume).
     """
     from .preflight import preflight
-    from .rundir import RunDirError, claim, describe_oserror, fingerprint, provenance
+    from .rundir import (RunDirError, atomic_write, claim, describe_oserror, fingerprint,
+                         note_run, provenance)
 
     cfg = exp.cfg
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
@@ -392,23 +393,38 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
     c = claim(run_dir, fp, provenance(cfg, exp.lm, fp), resume=bool(cfg.get("resume", True)))
     run_dir = c.run_dir
     LAST_RUN_DIR["dir"] = str(run_dir)
+    status = "failed"
+    writer = None
     try:
         try:
             writer = ResultsWriter(run_dir)
-            if not (run_dir / ".hydra").exists():
-                from .rundir import atomic_write
-
+            reused = len(writer.rows)
+            note_run(run_dir, rows_reused=reused, lines_rejected=len(writer.rejected))
+            # the config copy is written only now, after the fingerprint check passed: a refused
+            # run never overwrites the copy of the config whose rows the dir holds
+            if not save_hydra_copy(run_dir, cfg):
                 atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         except OSError as exc:
             raise RunDirError(describe_oserror(exc, run_dir)) from None
         try:
             _loop(exp, writer, run_dir)
+            status = "completed"
         except OSError as exc:
             raise RunDirError(describe_oserror(exc, run_dir)) from None
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
         finally:
             writer.close()
     finally:
-        c.lock.release()
+        try:
+            if writer is not None:
+                note_run(run_dir, finished_at=_now(), status=status,
+                         rows_written=len(writer.rows) - reused)
+        except OSError:  # the run's own error (e.g. a full disk) is the one reported
+            pass
+        finally:
+            c.lock.release()
     by_key = {(r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id")): r
               for r in writer.rows}
     rows = [by_key[k] for k in _expected_keys(exp) if k in by_key]
@@ -417,6 +433,33 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
     df.attrs["model_cache_hit"] = exp.model_cache_hit
     df.attrs["rejected_lines"] = len(writer.rejected)
     return df
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def save_hydra_copy(run_dir: Path, cfg: DictConfig) -> bool:
+    """Write Hydra's copy of the job's config into ``<run_dir>/.hydra`` (``config.yaml``,
+    ``hydra.yaml``, ``overrides.yaml``, as Hydra writes them), each file atomically.
+
+    The primary config sets ``hydra.output_subdir: null`` so that Hydra does not write them itself
+    before the run dir's fingerprint is checked; False outside a Hydra job."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return False
+    from .rundir import atomic_write
+
+    folder = Path(run_dir) / ".hydra"
+    folder.mkdir(exist_ok=True)
+    atomic_write(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hc}))
+    atomic_write(folder / "overrides.yaml",
+                 OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
+    return True
 
 
 def _loop(exp: Experiment, writer: ResultsWriter, run_dir: Path) -> None:

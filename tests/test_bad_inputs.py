@@ -393,10 +393,23 @@ def test_faulty_reward_is_counted_and_isolated(tmp_path, reward_module, clean_na
                    f"reward.name=bad_{fn}", *QUIET])
     df = execute(prepare(cfg), tmp_path / "run")
     assert len(df) == 3 and (df[counter] >= 1).all()
+    # summary.csv counts them per method x dataset x seed, and the CLI's flags name them
+    import pandas as pd
+
+    from specdifftree.flags import summary_flags
+
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv").iloc[0]
+    for key in ("reward_failures", "reward_nonfinite_values"):
+        assert summary[key] == int(df[key].sum())
+    assert summary[counter] >= 3
+    assert any("reward raised" in f for f in summary_flags(tmp_path / "run"))
     # the dataset cache is untouched: Naive2 figures and history tails equal a clean run's
     again = strip_time(execute(prepare(compose(["method=naive2", "num_samples=3", *QUIET])),
                                tmp_path / "again").to_dict("records"))
     assert again == clean_naive2
+    clean = pd.read_csv(tmp_path / "again" / "summary.csv").iloc[0]
+    assert clean["reward_failures"] == 0 == clean["reward_nonfinite_values"]
+    assert not any("reward raised" in f for f in summary_flags(tmp_path / "again"))
     for r, q in zip(df.to_dict("records"), clean_naive2):
         assert r["smape_naive2"] == q["smape_naive2"] and r["history_tail"] == q["history_tail"]
 
@@ -731,10 +744,15 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(naive2_run, crash_at):
     assert strip_time(rows_of(tmp / "run")) == ref
 
 
-@pytest.mark.parametrize("crash_at", ["rewrite-mid:1", "rewrite:1"])
+@pytest.mark.parametrize("crash_at", ["rewrite-mid@results.jsonl:1", "rewrite@results.jsonl:1",
+                                      "rewrite-mid@run.json:1", "rewrite@run.json:2"])
 def test_kill_9_during_the_resume_rewrite_loses_nothing(naive2_run, crash_at):
-    """A resume that must rewrite results.jsonl (a garbage line) is killed mid-rewrite: the old
-    file is intact, and the next run gives the uninterrupted result."""
+    """A resume that must rewrite results.jsonl (a garbage line) is killed mid-rewrite (of the
+    results or of run.json): the old file is intact, the killed rewrite's temporary file is
+    never read as results and is removed at the next start, and the next run gives the
+    uninterrupted result."""
+    from specdifftree.report import build_report
+
     cfg, ref, tmp = naive2_run
     run = tmp / "run"
     execute(prepare(cfg), run)
@@ -747,10 +765,21 @@ def test_kill_9_during_the_resume_rewrite_loses_nothing(naive2_run, crash_at):
     p.start()
     p.join(120)
     assert p.exitcode == -signal.SIGKILL
-    assert (run / "results.jsonl").read_bytes() == damaged  # untouched by the killed rewrite
+    # the old file or the new one, whole: the results rewrite is untouched by a killed rewrite
+    # of itself, and done before run.json's second rewrite (the start record's rows_reused)
+    whole = b"".join(lines[:6]) if crash_at == "rewrite@run.json:2" else damaged
+    assert (run / "results.jsonl").read_bytes() == whole
+    name = crash_at.split("@")[1].split(":")[0]
+    left = sorted(x.name for x in run.iterdir() if ".tmp-" in x.name)
+    assert left == [f".{name}.tmp-{p.pid}"]
+    rep = build_report(run, tmp / "rep", figures=False)  # reads the 6 rows, not the temporary
+    assert len(rep["collected"].rows) == 6
     df = execute(prepare(cfg), run)
     assert strip_time(df.to_dict("records")) == ref
     assert strip_time(rows_of(run)) == ref
+    assert not [x for x in run.iterdir() if ".tmp-" in x.name]
+    runs = json.loads((run / "run.json").read_text())["runs"]
+    assert runs[-1]["stale_temporaries_removed"] == left
 
 
 @pytest.mark.parametrize("crash_at", ["row:1", "torn:2"])
@@ -781,3 +810,53 @@ def test_sweep_skips_a_complete_job_only_when_its_config_is_the_same(naive2_run)
                                                  "output.progress=true"]))  # display only
     (run / "run.json").unlink()
     assert not recorded_config_matches(run, cfg)
+
+
+# ------------------------------------------------------ 7. what a run dir records of each start
+
+def test_a_refused_rerun_leaves_the_dirs_config_copy_alone(tmp_path):
+    """Through the CLI: a re-run of another config into a run dir is refused with one line, and
+    the dir's `.hydra` copy (written only after the fingerprint check) still names its own
+    config."""
+    run = tmp_path / "run"
+    first = run_cli("method=naive2", "num_samples=2", *QUIET, f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    copy = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    assert set(copy) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    assert b"num_samples=2" in copy["overrides.yaml"]
+    results = (run / "results.jsonl").read_bytes()
+    other = run_cli("method=naive2", "num_samples=2", "seed=1", *QUIET, f"hydra.run.dir={run}")
+    assert other.returncode == 2
+    err = [ln for ln in other.stderr.splitlines() if ln.startswith("specdifftree:")]
+    assert len(err) == 1 and "seed (0 → 1)" in err[0] and "Traceback" not in other.stderr
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == copy
+    assert (run / "results.jsonl").read_bytes() == results
+    # the same config resumes, and its copy is written again
+    again = run_cli("method=naive2", "num_samples=2", *QUIET, f"hydra.run.dir={run}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (run / ".hydra" / "overrides.yaml").read_bytes() == copy["overrides.yaml"]
+
+
+def test_each_start_of_a_run_records_its_provenance(tmp_path):
+    """kill -9 after 2 rows, then a re-run: run.json has one entry per start with its time, host,
+    pid, git commit, argv and the rows it reused, wrote and how it ended."""
+    run = tmp_path / "run"
+    args = ["method=naive2", "num_samples=6", *QUIET, f"hydra.run.dir={run}"]
+    killed = run_cli(*args, env={"SPECDIFFTREE_CRASH_AT": "row:2"})
+    assert killed.returncode == -signal.SIGKILL
+    again = run_cli(*args, "output.print_summary=false")
+    assert again.returncode == 0, again.stderr[-2000:]
+    data = json.loads((run / "run.json").read_text())
+    first, second = data["runs"]
+    for r in (first, second):
+        for key in ("started_at", "host", "pid", "git_commit", "package_version", "argv"):
+            assert key in r, key
+        assert r["git_commit"] == data["provenance"]["git_commit"]
+        assert "num_samples=6" in r["argv"]
+    assert first["resumed"] is False and first["rows_reused"] == 0
+    assert "finished_at" not in first and "status" not in first  # killed: it never ended
+    assert second["resumed"] is True and second["rows_reused"] == 2
+    assert second["rows_written"] == 4 and second["status"] == "completed"
+    assert "output.print_summary=false" in second["argv"] and second["pid"] != first["pid"]
+    if (REPO / ".git").exists():
+        assert first["git_commit"] and len(first["git_commit"].split("+")[0]) == 40

@@ -237,3 +237,60 @@ def test_a_grown_sweep_resumes_in_the_dirs_of_its_jobs(tmp_path):
     for d, _ in by_args.values():
         rows = [json.loads(x) for x in _lines(tmp_path / d / "results.jsonl")]
         assert len(rows) == 2 and len({r["method"] for r in rows}) == 1
+
+
+def _bump_last_values(csv: Path) -> None:
+    """Add 1 to the last value of every series of an M4 file (same ids and lengths)."""
+    lines = csv.read_text().splitlines()
+    out = [lines[0]]
+    for ln in lines[1:]:
+        fields = ln.split(",")
+        fields[-1] = f'"{float(fields[-1].strip(chr(34))) + 1:g}"'
+        out.append(",".join(fields))
+    csv.write_text("\n".join(out) + "\n")
+
+
+def test_a_complete_job_is_reused_only_with_the_same_fingerprint(tmp_path, m4_root):
+    """The same overrides over changed data (dataset.root is a location, not part of the config
+    fingerprint; the series' identity is): the complete jobs are not skipped as done, and not run
+    into either — each fails with one line naming what differs; resume=false starts clean."""
+    import shutil
+
+    data = tmp_path / "m4"
+    data.mkdir()
+    for name in ("Hourly-train.csv", "Hourly-test.csv"):
+        shutil.copy(m4_root / name, data / name)
+    sweep = tmp_path / "sweep"
+    args = ("--multirun", "dataset=m4_hourly", f"dataset.root={data}", "method=naive2,seasonal_naive",
+            "num_samples=2", "output.print_summary=false", "output.progress=false",
+            f"hydra.sweep.dir={sweep}")
+    assert run_cli(*args).returncode == 0
+    before = {d: {p.name: p.read_bytes() for p in (sweep / d).rglob("*") if p.is_file()
+                  and p.name != "job.json" and not p.name.endswith(".log")} for d in ("0", "1")}
+    again = run_cli(*args)
+    assert again.returncode == 0 and [j["status"] for _, j in sorted(_jobs(sweep).items())] \
+        == ["skipped", "skipped"]
+    _bump_last_values(data / "Hourly-test.csv")
+    changed = run_cli(*args)
+    assert changed.returncode == 1
+    jobs = _jobs(sweep)
+    for n in (0, 1):
+        assert jobs[n]["status"] == "failed"
+        assert "series data" in jobs[n]["error"] and "new hydra.sweep.dir" in jobs[n]["error"]
+        assert "\n" not in jobs[n]["error"] and jobs[n]["traceback"] is None
+    assert "Traceback" not in changed.stderr
+    after = {d: {p.name: p.read_bytes() for p in (sweep / d).rglob("*") if p.is_file()
+                 and p.name != "job.json" and not p.name.endswith(".log")} for d in ("0", "1")}
+    assert after == before  # results, samples, run.json and the .hydra copy untouched
+    fresh = run_cli(*args, "resume=false")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    jobs = _jobs(sweep)
+    clean = {n: j for n, j in jobs.items() if "resume=false" in map(str.lower, j["overrides"])}
+    assert sorted(j["status"] for j in clean.values()) == ["done", "done"]
+    assert not set(clean) & {0, 1}  # new job dirs; the old ones stay as they were
+    for n, j in clean.items():
+        new = [json.loads(x) for x in _lines(sweep / str(n) / "results.jsonl")]
+        method = next(o for o in j["overrides"] if o.startswith("method="))
+        was = next(d for d in ("0", "1") if method in jobs[int(d)]["overrides"])
+        old = [json.loads(x) for x in _lines(sweep / was / "results.jsonl")]
+        assert [r["truth"][-1] for r in new] == [r["truth"][-1] + 1 for r in old]

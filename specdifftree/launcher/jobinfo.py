@@ -13,7 +13,6 @@ run that completed it under ``previous``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 JOB_FILE = "job.json"
@@ -42,11 +41,11 @@ def read_job_info(job_dir: str | Path) -> dict | None:
 
 def write_job_info(job_dir: str | Path, info: dict) -> Path:
     """Write ``job.json`` atomically (a crash never leaves a half-written file)."""
+    from ..rundir import atomic_write
+
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
-    tmp = job_dir / (JOB_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    os.replace(tmp, job_dir / JOB_FILE)
+    atomic_write(job_dir / JOB_FILE, json.dumps(info, indent=2, default=str) + "\n")
     return job_dir / JOB_FILE
 
 
@@ -80,16 +79,29 @@ def expected_keys(cfg) -> set[tuple] | None:
         return None
 
 
-def recorded_config_matches(job_dir: str | Path, cfg) -> bool:
-    """Whether the job dir's ``run.json`` was written by this config and package version (the
-    cheap part of the run fingerprint; the runner checks the rest when the job runs). A complete
-    job is skipped only then, so an edited config never reuses old results."""
-    from ..rundir import package_version, read_run_file, result_config
+def recorded_fingerprint_diff(job_dir: str | Path, cfg) -> list[str] | None:
+    """How the job dir's recorded fingerprint (``run.json``) differs from the one a run of
+    ``cfg`` will have — config, package version, model weights and adapter, evaluated series —
+    computed without loading the model. ``[]``: the same; None: nothing recorded, or the new
+    fingerprint cannot be computed (the job then reports the reason when it runs)."""
+    from ..rundir import diff_fingerprints, planned_fingerprint, read_run_file
+    from ..runner import load_samples
 
     data = read_run_file(job_dir)
-    fp = (data or {}).get("fingerprint") or {}
+    old = (data or {}).get("fingerprint")
+    if not old:
+        return None
     try:
-        return (fp.get("config") == result_config(cfg)
-                and fp.get("package_version") == package_version())
-    except Exception:  # noqa: BLE001 - the job reports a bad config when it runs
-        return False
+        from .sequential import _needs_model
+
+        new = planned_fingerprint(cfg, load_samples(cfg), _needs_model(cfg.method))
+    except Exception:  # noqa: BLE001 - the job reports a bad config, model or dataset itself
+        return None
+    return diff_fingerprints(old, new)
+
+
+def recorded_config_matches(job_dir: str | Path, cfg) -> bool:
+    """Whether the job dir's ``run.json`` records the fingerprint a run of ``cfg`` will have
+    (:func:`recorded_fingerprint_diff`). A complete job is skipped only then, so an edited config,
+    other weights in the model folder or changed data never reuse old results."""
+    return recorded_fingerprint_diff(job_dir, cfg) == []

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from .jobinfo import (expected_keys, job_identity, read_job_info, recorded_config_matches,
+from .jobinfo import (expected_keys, job_identity, read_job_info, recorded_fingerprint_diff,
                       result_keys, write_job_info)
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,9 @@ class SequentialSweep:
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        from ..rundir import remove_stale_temporaries
+
+        remove_stale_temporaries(sweep_dir, locked=False)  # sweep.json's, of a killed sweep
         jobs = [self.plan(initial_job_idx + i, ov) for i, ov in enumerate(job_overrides)]
         assign_dirs(jobs, sweep_dir)
         order = order_jobs(jobs)
@@ -233,13 +236,12 @@ class SequentialSweep:
 
     def _write_sweep_file(self, sweep_dir: Path) -> None:
         import json
-        import os
+
+        from ..rundir import atomic_write
 
         data = {"sweep_dir": str(sweep_dir), "updated_at": _now(),
                 "jobs": [self.records[k] for k in sorted(self.records)]}
-        tmp = sweep_dir / (SWEEP_FILE + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, sweep_dir / SWEEP_FILE)
+        atomic_write(sweep_dir / SWEEP_FILE, json.dumps(data, indent=2, default=str) + "\n")
 
     def _job_return(self, job: PlannedJob, info: dict, ret=None):
         from hydra.core.utils import JobReturn, JobStatus
@@ -309,9 +311,20 @@ class SequentialSweep:
                 f"{' '.join(prev['overrides'])}); run this sweep with a new hydra.sweep.dir"))
         expected = expected_keys(job.task_cfg)
         info["n_expected"] = len(expected) if expected is not None else None
-        if self.skip_complete and expected:
+        resume = bool(OmegaConf.select(job.task_cfg, "resume", default=True))
+        # a job dir holding another configuration's results is never reused (nor run into: the
+        # run would refuse it after loading the model); resume=false starts clean in a new dir
+        diff = recorded_fingerprint_diff(job.job_dir, job.task_cfg) if resume else None
+        if diff:
+            from ..rundir import FingerprintMismatch
+
+            return finish("failed", FingerprintMismatch(
+                f"job dir {job.job_dir} holds results of another configuration (differs in: "
+                f"{', '.join(diff)}); run this sweep with a new hydra.sweep.dir, or add "
+                "resume=false to start clean in new job dirs"))
+        if self.skip_complete and expected and resume and diff == []:
             done = result_keys(job.job_dir)
-            if expected <= done and recorded_config_matches(job.job_dir, job.task_cfg):
+            if expected <= done:
                 if prev is not None:
                     info["previous"] = {k: v for k, v in prev.items() if k != "previous"}
                 log.info(f"\t#{job.num} already complete ({len(expected)} samples): skipped")
