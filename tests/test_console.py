@@ -132,3 +132,44 @@ def test_job_is_named_specdifftree(tmp_path, multirun):
     job_dir = tmp_path / "out" / ("0" if multirun else "")
     assert (job_dir / "specdifftree.log").is_file() and not (job_dir / "__main__.log").exists()
     assert "name: specdifftree" in (job_dir / ".hydra" / "hydra.yaml").read_text()
+
+
+_MATMUL = ("import time, mlx.core as mx; a = mx.random.normal((512, 512)); mx.eval(a @ a); "
+           "t = time.process_time(); [mx.eval(a @ a) for _ in range(4)]; "
+           "print(time.process_time() - t)")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the preload is Linux-only")
+def test_python_api_import_loads_the_fast_blas_for_mlx():
+    from specdifftree import blas
+
+    if not blas.find_openblas():
+        pytest.skip("no OpenBLAS on this machine (make setup prints how to install it)")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", blas.OPT_OUT_ENV)}
+    code = ("import specdifftree; from specdifftree.blas import blas_in_use; " + _MATMUL
+            + "; print(blas_in_use())")
+    fast = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert fast.returncode == 0, fast.stderr
+    slow = subprocess.run([sys.executable, "-c", code], env=dict(env, **{blas.OPT_OUT_ENV: "1"}),
+                          capture_output=True, text=True, timeout=120)
+    assert fast.stdout.split("\n")[1].startswith("OpenBLAS")
+    assert slow.stdout.split("\n")[1].startswith("reference")
+    # MLX's matmuls really run in OpenBLAS (CPU seconds, so other load on the machine cancels)
+    assert float(fast.stdout.split()[0]) < 0.5 * float(slow.stdout.split()[0]), (fast.stdout,
+                                                                                 slow.stdout)
+    late = subprocess.run([sys.executable, "-c", "import mlx.core; import specdifftree"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "import specdifftree first" in late.stderr
+
+
+def test_python_api_says_blas_and_device_once(tmp_path):
+    code = ("import specdifftree as sdt\n"
+            "for i in range(2):\n"
+            "    cfg = sdt.compose(['method=naive2', 'num_samples=1', 'output.progress=false'])\n"
+            f"    sdt.run(cfg, run_dir=r'{tmp_path}/r' + str(i))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("specdifftree: BLAS: ")]
+    assert len(lines) == 1 and "device: " in lines[0], out.stderr
