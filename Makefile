@@ -11,7 +11,7 @@ setup: blas
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m specdifftree.blas check
+	$(PY) -m specdifftree.blas check || true
 
 # NVIDIA GPU on Linux: the same environment with MLX's CUDA build instead of mlx-cpu. Both wheels
 # ship mlx/lib/libmlx.so: mlx-cpu is removed and the CUDA wheel reinstalled so its library stays.
@@ -23,13 +23,26 @@ setup-cuda:
 	$(PY) -m pip install -q --force-reinstall --no-deps "mlx-cuda-13==$$($(PY) -c 'from importlib.metadata import version; print(version("mlx"))')"
 	$(PY) -c "from specdifftree.backend.device import describe; print(describe())"
 
-# Debian/Ubuntu: install OpenBLAS (the mlx-cpu wheel only ships reference BLAS).
+# Debian/Ubuntu: install OpenBLAS (the mlx-cpu wheel only ships reference BLAS). Needs root or
+# passwordless sudo; without them (or without apt-get, or when the install fails) it prints one
+# line on how to get OpenBLAS and `make setup` goes on: everything runs, CPU matmuls are slower.
+OPENBLAS_HINT := install it for fast CPU matmuls with 'sudo apt-get install libopenblas0-pthread' \
+(Debian/Ubuntu) or set SPECDIFFTREE_OPENBLAS=/path/to/libopenblas.so.0; setup goes on with MLX's \
+slower reference BLAS
 blas:
-	@if [ "$$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0'; then \
-	  if command -v apt-get >/dev/null; then \
-	    SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo ); \
-	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libopenblas0-pthread; \
-	  else echo "warning: install OpenBLAS (libopenblas.so.0) for fast fp32 matmuls on CPU"; fi; \
+	@if [ "$$(uname -s)" = Linux ] && [ -z "$$SPECDIFFTREE_OPENBLAS" ] \
+	    && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0'; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then SUDO="sudo -n"; \
+	  else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then \
+	    echo "OpenBLAS: not found, and no root or sudo to install it: $(OPENBLAS_HINT)"; \
+	  elif ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "OpenBLAS: not found (no apt-get here): $(OPENBLAS_HINT)"; \
+	  elif ! { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libopenblas0-pthread; } \
+	      >/dev/null 2>&1; then \
+	    echo "OpenBLAS: apt-get could not install it: $(OPENBLAS_HINT)"; \
+	  fi; \
 	fi
 
 test:

@@ -5,9 +5,16 @@ Notebook use::
     import specdifftree as sdt
     cfg = sdt.compose(["method=greedy", "num_samples=3"])
     df = sdt.run(cfg)          # one row per scored sample (results.jsonl as a DataFrame)
+
+Importing the package loads the fast BLAS for MLX on Linux (:func:`specdifftree.blas.preload`;
+import specdifftree before mlx). The first run prints the BLAS and the device in use, once.
 """
 
 __version__ = "0.1.0"
+
+from ._blaslib import preload as _preload_blas
+
+_preload_blas()
 
 
 def compose(overrides=(), config_name: str = "config"):
@@ -19,8 +26,10 @@ def compose(overrides=(), config_name: str = "config"):
 
 def run(cfg, run_dir=None):
     """Run one experiment; returns a pandas DataFrame of per-sample results."""
+    from .console import announce_runtime
     from .runner import run as _run
 
+    announce_runtime(echo=True)
     return _run(cfg, run_dir=run_dir)
 
 

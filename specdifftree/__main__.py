@@ -232,14 +232,22 @@ def _interrupted(run_dir: str | None, multirun: bool) -> None:
     sys.exit(130)
 
 
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # noqa: BLE001 - not under Hydra
+        return False
+
+
 def _task(cfg) -> None:
-    from .backend.device import log_device
-    from .blas import log_blas
+    from .console import announce_runtime, write
     from .errors import SpecDiffTreeError
     from .runner import run
 
-    log_blas()
-    log_device()
+    announce_runtime()
     try:
         df = run(cfg)
     except SpecDiffTreeError as exc:
@@ -252,15 +260,20 @@ def _task(cfg) -> None:
               "(a bug: please report it with the command line; HYDRA_FULL_ERROR=1 shows the "
               "traceback)", 1)
     run_dir = df.attrs.get("run_dir")
+    from .flags import summary_flags
+
+    if _in_multirun():  # one table for the whole sweep at its end (SweepTable)
+        for line in summary_flags(run_dir):
+            logging.getLogger("specdifftree").warning(line)
+        return
+    sys.stderr.flush()
     if cfg.output.get("print_summary", True):
         from .report_table import summary_table
 
-        print(summary_table(run_dir))
-    from .flags import summary_flags
-
+        write(summary_table(run_dir))
     for line in summary_flags(run_dir):
-        print(f"warning: {line}", file=sys.stderr)
-    print(f"run dir: {run_dir}")
+        write(f"warning: {line}", file=sys.stderr)
+    write(f"run dir: {run_dir}")
 
 
 def main() -> None:

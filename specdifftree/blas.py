@@ -9,62 +9,24 @@ Environment variables:
 - ``SPECDIFFTREE_OPENBLAS``: path of the OpenBLAS shared library to preload.
 - ``SPECDIFFTREE_NO_OPENBLAS=1``: opt out (keep the bundled reference BLAS).
 
+Python API: ``import specdifftree`` calls :func:`preload`, which loads OpenBLAS into the running
+process (``RTLD_GLOBAL``) before MLX is imported, so MLX binds its BLAS symbols to it as it would
+with ``LD_PRELOAD``. When MLX was imported first, it warns once with the fix.
+
 Command line: ``python -m specdifftree.blas check`` reports what is found;
 ``python -m specdifftree.blas exec -- CMD ...`` runs CMD with the preload set.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import platform
-import subprocess
 import sys
 
+from ._blaslib import (_CANDIDATE_GLOBS, _REEXEC_MARK, OPT_OUT_ENV, PATH_ENV, blas_in_use,  # noqa: F401
+                       find_openblas, is_linux, opted_out, preload, preloaded)
+
 log = logging.getLogger(__name__)
-
-OPT_OUT_ENV = "SPECDIFFTREE_NO_OPENBLAS"
-PATH_ENV = "SPECDIFFTREE_OPENBLAS"
-_REEXEC_MARK = "SPECDIFFTREE_BLAS_REEXEC"
-
-_CANDIDATE_GLOBS = (
-    "/usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/*-linux-gnu/libopenblas.so.0",
-    "/usr/lib64/libopenblas*.so.0",
-    "/usr/lib/libopenblas.so.0",
-)
-
-
-def is_linux() -> bool:
-    return platform.system() == "Linux"
-
-
-def opted_out() -> bool:
-    return os.environ.get(OPT_OUT_ENV, "").strip().lower() in {"1", "true", "yes"}
-
-
-def find_openblas() -> str | None:
-    """Path of an OpenBLAS shared library on this machine, or None."""
-    explicit = os.environ.get(PATH_ENV)
-    if explicit:
-        return explicit if os.path.exists(explicit) else None
-    for pattern in _CANDIDATE_GLOBS:
-        hits = sorted(glob.glob(pattern))
-        if hits:
-            return hits[0]
-    try:
-        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for line in out.splitlines():
-        if "libopenblas.so.0" in line and "=>" in line:
-            return line.split("=>", 1)[1].strip()
-    return None
-
-
-def preloaded() -> bool:
-    return "openblas" in os.environ.get("LD_PRELOAD", "").lower()
 
 
 def env_with_preload(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -78,23 +40,6 @@ def env_with_preload(env: dict[str, str] | None = None) -> dict[str, str]:
     if lib:
         env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
     return env
-
-
-def blas_in_use() -> str:
-    """Which BLAS this process has loaded, as a short human-readable string."""
-    if platform.system() == "Darwin":
-        return "Accelerate (macOS)"
-    try:
-        with open("/proc/self/maps") as fh:
-            maps = fh.read()
-    except OSError:
-        return "unknown"
-    for line in maps.splitlines():
-        if "libopenblas" in line:
-            return f"OpenBLAS ({line.split()[-1]})"
-    if opted_out():
-        return f"reference BLAS bundled with mlx-cpu ({OPT_OUT_ENV}=1)"
-    return "reference BLAS bundled with mlx-cpu (slow: install OpenBLAS, see README)"
 
 
 def ensure_fast_blas() -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .report_table import FORMATS as _TABLE_FORMATS
 from .results import RESULTS_FILE, SUMMARY_FILE, scan_results, summarize
 
 JOB_FILE = "job.json"
@@ -49,14 +50,16 @@ _GRID_KEYS = {"method", "dataset", "seed"}
 # how each metric is labelled and formatted
 METRICS = {
     "smape": ("sMAPE (%)", "{:.2f}"), "mase": ("MASE", "{:.3f}"), "owa": ("OWA", "{:.3f}"),
-    "valid_rate": ("valid", "{:.0%}"), "reward": ("reward", "{:.4g}"),
-    "perplexity": ("perplexity", "{:.3g}"), "mean_logprob": ("mean log-prob", "{:.3f}"),
+    "valid_rate": ("valid", "{:.0%}"), "reward": ("reward", "{:.3f}"),
+    "perplexity": ("perplexity", "{:.2f}"), "mean_logprob": ("mean log-prob", "{:.3f}"),
     "tokens_processed": ("tokens/sample", "{:.0f}"), "model_calls": ("model calls/sample", "{:.0f}"),
     "time_s": ("s/sample", "{:.3f}"), "n": ("samples", "{:.0f}"), "errors": ("errors", "{:.0f}"),
     "crps": ("CRPS", "{:.4f}"), "crps_mase": ("CRPS/MASE scale", "{:.3f}"),
     "msis": ("MSIS", "{:.3f}"), "coverage": ("95% coverage", "{:.0%}"), "wql": ("WQL", "{:.4f}"),
     "n_forecast_samples": ("samples/set", "{:.1f}"),
 }
+# the CLI table's formats (specdifftree.report_table.FORMATS) are the report's: one number, one text
+METRICS.update({k: (METRICS[k][0] if k in METRICS else k, f) for k, f in _TABLE_FORMATS.items()})
 ACCURACY = ["smape", "mase", "owa", "valid_rate", "reward", "perplexity", "mean_logprob"]
 COST = ["tokens_processed", "model_calls", "time_s", "n", "errors"]
 DISTRIBUTION = ["crps", "crps_mase", "msis", "coverage", "wql", "n_forecast_samples"]
@@ -308,7 +311,8 @@ def markdown(col: Collected, agg: pd.DataFrame, figures: list[Path], out_dir: Pa
         if not ms:
             continue
         header = ["method", "dataset"] + (["variant"] if has_variant else []) + ["seeds"]
-        header += [METRICS.get(m, (m,))[0] for m in ms]
+        header += [reward_label(col.rows) if m == "reward" else METRICS.get(m, (m,))[0]
+                   for m in ms]
         rows = []
         for _, r in agg.iterrows():
             cells = [str(r["method"]), str(r["dataset"])] + ([str(r["variant"])] if has_variant else [])

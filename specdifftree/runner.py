@@ -465,6 +465,7 @@ def save_hydra_copy(run_dir: Path, cfg: DictConfig) -> bool:
 def _loop(exp: Experiment, writer: ResultsWriter, run_dir: Path) -> None:
     from tqdm import tqdm
 
+    from .console import bars_enabled
     from .loggers import build_logger
 
     cfg = exp.cfg
@@ -475,7 +476,8 @@ def _loop(exp: Experiment, writer: ResultsWriter, run_dir: Path) -> None:
     logger.start(cfg, run_dir)
     try:
         bar = tqdm(exp.samples, desc=f"{exp.method.name} {cfg.dataset.name}", unit="sample",
-                   disable=not cfg.output.get("progress", True), leave=False)
+                   disable=not bars_enabled(cfg.output.get("progress", True)), leave=False,
+                   dynamic_ncols=True)
         for index, s in enumerate(bar):
             if (exp.method.name, cfg.dataset.name, int(cfg.seed), s.id) in done:
                 continue

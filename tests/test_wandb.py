@@ -95,3 +95,29 @@ def test_wandb_errors_never_stop_a_run(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         assert "W&B init failed" in out.stdout + out.stderr
         assert len((run_dir / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_restarted_run_continues_its_wandb_run_and_records_the_commit(tmp_path):
+    from specdifftree.loggers.wandb import run_id
+
+    run_dir = tmp_path / "run"
+    args = ("logger=wandb", "method=naive2", "num_samples=2", f"hydra.run.dir={run_dir}")
+    for _ in range(2):  # the second start resumes the run dir
+        out = run_cli(*args)
+        assert out.returncode == 0, out.stderr[-2000:]
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2
+    runs = [next(r.run for r in wandb_records(f) if r.WhichOneof("record_type") == "run")
+            for f in files]
+    assert runs[0].run_id == runs[1].run_id == run_id(run_dir)
+    config = {u.key: json.loads(u.value_json) for u in runs[0].config.update}
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert config["git_commit"].split("+")[0] == head
+    other = tmp_path / "other"
+    out = run_cli(*args[:-1], f"hydra.run.dir={other}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert run_id(other) != run_id(run_dir)
+    f = next(other.glob("wandb/offline-run-*/run-*.wandb"))
+    assert next(r.run for r in wandb_records(f) if r.WhichOneof("record_type") == "run").run_id \
+        == run_id(other)

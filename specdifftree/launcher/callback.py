@@ -33,3 +33,24 @@ class SweepExitCode(Callback):
         if FAILURES:
             print(format_failures(FAILURES), file=sys.stderr, flush=True)
             raise SystemExit(1)
+
+
+class SweepTable(Callback):
+    """After a multirun: one table row per job (its overrides and summary) and the command that
+    builds the full report (``make report DIR=<sweep dir>``)."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        from ..console import write
+        from ..report_table import sweep_table
+
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
+        if not sweep_dir or not Path(str(sweep_dir)).is_dir():
+            return
+        sys.stderr.flush()
+        write("\n" + sweep_table(sweep_dir))
+        write(f"full report: make report DIR={sweep_dir}   "
+              f"(or: python -m specdifftree.report {sweep_dir})")

@@ -196,6 +196,7 @@ class SequentialSweep:
         from tqdm import tqdm
 
         from .. import modelcache
+        from ..console import bars_enabled
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -210,7 +211,7 @@ class SequentialSweep:
         log.info(f"Launching {len(jobs)} jobs sequentially in this process (sweep dir {sweep_dir})")
         returns: dict[int, Any] = {}
         counts = {"done": 0, "failed": 0, "skipped": 0}
-        bar = tqdm(total=len(order), desc="sweep", unit="job", disable=not self.progress,
+        bar = tqdm(total=len(order), desc="sweep", unit="job", disable=not bars_enabled(self.progress),
                    dynamic_ncols=True)
         try:
             for pos, job in enumerate(order):

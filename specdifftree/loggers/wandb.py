@@ -7,6 +7,11 @@ grouped (group = the sweep dir, run name = the job's overrides). Files go under
 ``<run dir>/wandb/`` unless ``logger.dir`` is set; ``wandb sync <run dir>/wandb/offline-run-*``
 uploads an offline run later.
 
+The config records ``git_commit`` (the checkout's commit, ``+dirty`` with local changes; null
+outside a git checkout) and ``package_version``. The W&B run id is derived from the run dir
+(:func:`run_id`), with ``resume="allow"``: a job restarted in the same run dir (resume after a
+crash, a SLURM requeue) continues the same W&B run instead of starting a new one.
+
 W&B must never stop an experiment: any error is logged once as a warning and W&B is switched off
 for the rest of the run.
 """
@@ -55,6 +60,20 @@ def _hydra_names():
         return None, None
 
 
+def run_id(run_dir) -> str:
+    """The W&B run id of a run dir: stable across restarts in that dir, new for a new dir.
+
+    A hash of the absolute run dir and the first start time recorded in its ``run.json`` (kept
+    by every resume), so a deleted and recreated dir of the same name gets a new id."""
+    import hashlib
+
+    from ..rundir import read_run_file
+
+    started = ((read_run_file(run_dir) or {}).get("provenance") or {}).get("started_at") or ""
+    key = f"{Path(run_dir).expanduser().absolute()}|{started}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 class WandbLogger:
     def __init__(self, project: str = "specdifftree-mlx", entity: str | None = None,
                  mode: str = "offline", group: str | None = None, run_name: str | None = None,
@@ -96,11 +115,15 @@ class WandbLogger:
             wdir.mkdir(parents=True, exist_ok=True)
             config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
             config["run_dir"] = str(run_dir)
+            from ..rundir import _git_commit, package_version
+
+            config["git_commit"] = _git_commit()
+            config["package_version"] = package_version()
             self.run = wandb.init(
                 project=self.project, entity=self.entity, mode=self.mode, dir=str(wdir),
                 group=self.group or group, name=self.name or name or f"{method}-{dataset}-s{cfg.get('seed')}",
                 job_type=self.job_type or method or None, tags=self.tags or None, notes=self.notes,
-                config=config, reinit="finish_previous",
+                config=config, reinit="finish_previous", id=run_id(run_dir), resume="allow",
                 settings=wandb.Settings(silent=True, console="off", x_disable_stats=True,
                                         disable_git=True, save_code=False))
         except Exception as exc:  # noqa: BLE001 - W&B never stops a run
