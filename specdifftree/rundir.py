@@ -52,7 +52,8 @@ OUTPUT_ONLY = ("output", "logger", "hydra", "resume")
 #: dotted keys that change cost or where data comes from, never what a run computes: the caches
 #: are tested not to change results; the data's own identity replaces its location
 NOT_RESULTS = ("backend.kv_cache_mb", "backend.logprob_cache_mb", "dataset.root",
-               "dataset.download", "dataset.base_url", "dataset.download_timeout", "model.path")
+               "dataset.download", "dataset.base_url", "dataset.download_timeout", "model.path",
+               "max_new_tokens_check")
 # files hashed in full whatever their size (small); weights: see weights_identity
 _MODEL_META = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja",
