@@ -730,6 +730,8 @@ def test_ctrl_c_keeps_rows_and_says_how_to_resume(tmp_path):
     assert len(lines) == 1 and f"hydra.run.dir={run}" in lines[0] and "Traceback" not in err
     scan = scan_results(run)
     assert 0 < len(scan.rows) < 1428 and not scan.bad
+    last = json.loads((run / "run.json").read_text())["runs"][-1]
+    assert last["status"] == "interrupted" and last["rows_written"] == len(scan.rows)
 
 
 def test_ctrl_c_in_a_sweep_is_one_line(tmp_path):
