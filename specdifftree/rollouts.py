@@ -324,14 +324,20 @@ class SamplesWriter:
             self._fh.close()
 
 
+def scan_samples(run_dir: str | Path) -> tuple[list[dict], list[tuple[int, str, str]]]:
+    """Lines of ``samples.jsonl`` and its unusable lines as (line number, reason, text)."""
+    path = Path(run_dir) / SAMPLES_FILE
+    if not path.is_file():
+        return [], []
+    good, bad = _scan_samples(path.read_bytes())
+    return [json.loads(line) for _, line in good], bad
+
+
 def read_samples(run_dir: str | Path) -> list[dict]:
     """Lines of ``samples.jsonl`` (empty when absent); unusable lines (torn, not JSON,
     duplicates) are skipped with a warning, never the lines after them."""
-    path = Path(run_dir) / SAMPLES_FILE
-    if not path.exists():
-        return []
-    good, bad = _scan_samples(path.read_bytes())
+    rows, bad = scan_samples(run_dir)
     if bad:
-        log.warning("%s: %d unreadable line(s) skipped (%s)", path, len(bad),
-                    "; ".join(f"line {n}: {r}" for n, r, _ in bad[:5]))
-    return [json.loads(line) for _, line in good]
+        log.warning("%s: %d unreadable line(s) skipped (%s)", Path(run_dir) / SAMPLES_FILE,
+                    len(bad), "; ".join(f"line {n}: {r}" for n, r, _ in bad[:5]))
+    return rows

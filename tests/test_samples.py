@@ -62,6 +62,22 @@ def test_median_answer_is_the_stepwise_median_of_the_parsed_samples(median_run):
         assert toks == sorted(toks) and toks[-1] == row.tokens_processed
 
 
+def test_report_reads_past_an_unusable_samples_line_and_names_it(median_run, tmp_path):
+    import shutil
+
+    from specdifftree.report import build_report
+
+    _, samples, d = median_run
+    run = tmp_path / "run"
+    shutil.copytree(d, run)
+    lines = (run / SAMPLES_FILE).read_bytes().splitlines(keepends=True)
+    (run / SAMPLES_FILE).write_bytes(b"".join(lines[:3]) + b"{torn by hand\n" + b"".join(lines[3:]))
+    res = build_report(run, tmp_path / "rep", figures=False)
+    assert len(res["collected"].samples) == len(samples)  # every line after it still read
+    text = res["report_md"].read_text()
+    assert "Unreadable lines" in text and "samples.jsonl" in text and "| 4 | not JSON |" in text
+
+
 def test_recorded_logprobs_are_the_models(median_run):
     """Σ logprob / Σ tokens over the rollouts is the Session's own plain-sampling mean."""
     df, samples, _ = median_run
