@@ -25,14 +25,24 @@ def _hydra_message(exc: Exception, overrides: list[str]) -> str:
 
     if isinstance(exc, OverrideParseException):
         return _grammar_message(exc, overrides)
+    shape = _shape_message(overrides)
+    if shape:
+        return shape
     text = str(exc)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    m = re.search(r"Ambiguous value for argument '([^'=]+)=([^']*)'", text)
+    if m:
+        key, value = m.group(1), m.group(2)
+        return (f"{key}={value} has several values: to sweep over them add --multirun; for a "
+                f"list write {key}=[{value}]; for a string quote it: {key}='{value}'")
     if isinstance(exc, MissingConfigException):
-        m = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+        m = re.search(r"Could not find '([^']+)/([^'/]*)'", text)
         opts = [ln for ln in lines if ln and not ln.startswith(("In ", "Config search", "provider=",
                                                                 "Available", "Could not"))]
         if m:
             group, name = m.group(1), m.group(2)
+            if not name:
+                return f"{group}= names no option of '{group}'; choose one of {', '.join(opts)}"
             return (f"{group}={name} is not an option of '{group}'; choose one of "
                     f"{', '.join(opts)}")
         return lines[0] if lines else type(exc).__name__
@@ -71,17 +81,43 @@ def _method_key_message(key: str, method: str) -> str:
             f"{', '.join(known) or 'none'} (sweep methods with different settings in separate runs)")
 
 
+def _shape_message(overrides: list[str]) -> str | None:
+    """One line for an override without a key (``=5``, ``+=3``, ``~``), or None."""
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if not key:
+            if o.startswith("~"):
+                return f"the override {o!r} names no key; write ~key to delete a key (e.g. ~logger)"
+            return f"the override {o!r} has no key before '='; write key=value (e.g. seed=1)"
+    return None
+
+
+def _parse_reason(text: str) -> str:
+    """The informative lines of a Hydra override-grammar error (no URL, no caret lines)."""
+    keep = []
+    for ln in (x.strip() for x in text.splitlines()):
+        if not ln or ln.startswith(("See https://", "Error parsing override")) or set(ln) <= {"^"}:
+            continue
+        if ln.startswith("LexerNoViableAltException"):
+            ln = "an unclosed quote or a character the grammar does not allow"
+        keep.append(ln)
+    return "; ".join(keep) or "not key=value"
+
+
 def _grammar_message(exc: Exception, overrides: list[str]) -> str:
     """Name the override that does not parse (Hydra's override grammar)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    shape = _shape_message(overrides)
+    if shape:
+        return shape
+    first = _parse_reason(str(exc)) if str(exc).strip() else type(exc).__name__
     for o in overrides:
         try:
             OverridesParser.create().parse_overrides([o])
         except Exception as e:  # noqa: BLE001
-            last = str(e).strip().splitlines()[-1] if str(e).strip() else first
-            return (f"cannot parse the override {o!r} ({last}); write key=value, quote "
+            reason = _parse_reason(str(e)) if str(e).strip() else first
+            return (f"cannot parse the override {o!r} ({reason}); write key=value, quote "
                     "values with special characters ('key=\"a[b\"')")
     return first
 

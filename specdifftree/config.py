@@ -108,6 +108,10 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(resume, bool):
         raise ConfigError(f"resume={resume!r}: must be true (continue the run dir's results) or "
                           "false (start clean in a new dir)")
+    check = OmegaConf.select(cfg, "max_new_tokens_check", default=True)
+    if not isinstance(check, bool):
+        raise ConfigError(f"max_new_tokens_check={check!r}: must be true (stop when "
+                          "max_new_tokens cannot hold a forecast) or false (run anyway)")
     _int_or_none(cfg, "num_samples", 1, " or null (every series)")
     _int_or_none(cfg, "max_new_tokens", 1, " or null (derived from the horizon)")
     _int_or_none(cfg, "budget.rollouts", 1, " or null")

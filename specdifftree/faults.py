@@ -2,8 +2,10 @@
 
 ``SPECDIFFTREE_CRASH_AT=<point>[:<n>]`` kills the process with SIGKILL the n-th time (default 1)
 it reaches ``<point>``: ``row`` (after a results row is on disk), ``torn`` (half-way through
-writing a row), ``rewrite-mid`` (half-way through writing the temporary file of a rewrite),
-``rewrite`` (temporary file complete, before the rename). Unset: a no-op costing one dict lookup.
+writing a row), ``samples`` (after a series' samples.jsonl lines are on disk, before its results
+row), ``samples-torn`` (half-way through writing them), ``rewrite-mid`` (half-way through writing
+the temporary file of a rewrite), ``rewrite`` (temporary file complete, before the rename);
+``rewrite-mid@<file name>`` and ``rewrite@<file name>`` count the rewrites of that file only. Unset: a no-op costing one dict lookup.
 """
 
 from __future__ import annotations

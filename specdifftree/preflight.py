@@ -10,15 +10,23 @@ the fix (the CLI prints it and exits 2). Faults of single samples stay error row
 - the prompt (plus ``max_new_tokens``) longer than the model's context for every series;
 - ``method.expansion_k`` larger than the vocabulary, or a batch width (beam ``expansion_k``,
   ``parallel_rollouts``) whose key/value memory would exceed ``backend.kv_cache_mb``;
+- ``max_new_tokens`` below the tokens that writing the true future of every selected series takes
+  in the prompt's number format (every forecast would be cut short: 0% valid; a warning when
+  only some series are affected; ``max_new_tokens_check=false`` runs such a budget anyway);
 - λ·r overflow: ``method.temperature`` × the largest reward magnitude the search can see
   (``reward.failure_reward``) not representable in float64 arithmetic.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
+import numpy as np
+
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: ratio tokenizer size / embedding rows below which a model folder is taken to be inconsistent
 MIN_TOKENIZER_COVERAGE = 0.5
@@ -122,6 +130,54 @@ def check_context(exp) -> None:
                       "max_new_tokens); lower dataset.context_length or max_new_tokens")
 
 
+def forecast_tokens(exp, s) -> int | None:
+    """Tokens the model needs to write series ``s``'s true future in the prompt's number format:
+    what even a perfect forecast costs (None when it cannot be computed: the sample reports)."""
+    task = exp.task
+    try:
+        text = task.serializer.encode(np.asarray(s.y, dtype=np.float64), task.scale(s))
+        return len(exp.lm.encode(text))
+    except Exception:  # noqa: BLE001 - a per-sample fault: that sample's error row says it
+        return None
+
+
+def check_budget(exp) -> None:
+    """Config error when ``max_new_tokens`` is below what writing the horizon takes for every
+    selected series (every forecast would be cut short: 0% valid); a warning when for some."""
+    from .tasks.forecasting import ForecastTask
+
+    cfg = exp.cfg
+    budget = cfg.get("max_new_tokens")
+    if not budget or not isinstance(exp.task, ForecastTask) or not exp.samples:
+        return
+    if not bool(cfg.get("max_new_tokens_check", True)):
+        return
+    budget = int(budget)
+    short, needs = [], []
+    for s in exp.samples:
+        need = forecast_tokens(exp, s)
+        if need is None:
+            return
+        needs.append(need)
+        if need > budget:
+            short.append((s, need))
+    if not short:
+        return
+    lm, n = exp.lm, len(exp.samples)
+    s0, need0 = min(short, key=lambda x: x[1])
+    fix = (f"raise max_new_tokens to at least {max(needs)}, or max_new_tokens=null to derive it "
+           "from each horizon (max_new_tokens_check=false runs it anyway, e.g. a smoke test)")
+    if len(short) == n:
+        raise ConfigError(
+            f"max_new_tokens={budget} cannot hold a forecast: writing the {s0.horizon} values "
+            f"of a {cfg.dataset.name} series takes at least {need0} tokens of model {lm.name} "
+            f"(prompt.decimals={cfg.prompt.decimals}), so every forecast would be cut short and "
+            f"invalid; {fix}")
+    log.warning("max_new_tokens=%d is below what writing the horizon takes for %d of %d series "
+                "(up to %d tokens): those forecasts will be cut short; %s", budget, len(short), n,
+                max(needs), fix)
+
+
 def check_lambda(exp) -> None:
     lam = getattr(exp.method, "lam", None)
     if lam is None:
@@ -139,3 +195,4 @@ def preflight(exp) -> None:
     if exp.method.needs_model and exp.lm is not None:
         check_model(exp)
         check_context(exp)
+        check_budget(exp)

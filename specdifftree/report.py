@@ -75,7 +75,7 @@ class Collected:
     jobs: pd.DataFrame      # job.json records, plus job_dir
     samples: pd.DataFrame = field(default_factory=pd.DataFrame)  # samples.jsonl lines
     anytime: pd.DataFrame = field(default_factory=pd.DataFrame)  # anytime.curves of samples
-    #: (results file, line number, reason) of lines that are not rows (skipped, reported)
+    #: (results.jsonl or samples.jsonl, line number, reason) of unusable lines (skipped, reported)
     unreadable: list = field(default_factory=list)
 
 
@@ -149,7 +149,7 @@ def collect(root: str | Path) -> Collected:
     overrides = {d: list((_read_job(d / JOB_FILE) or {}).get("overrides") or []) for d in run_dirs}
     var = variants(overrides)
     summaries, rows, sample_rows, unreadable = [], [], [], []
-    from .rollouts import read_samples
+    from .rollouts import SAMPLES_FILE, scan_samples
 
     for d in run_dirs:
         try:
@@ -159,7 +159,9 @@ def collect(root: str | Path) -> Collected:
             continue
         rs = scan.rows
         unreadable += [(str(d / RESULTS_FILE), b.lineno, b.reason) for b in scan.bad]
-        for r in read_samples(d):
+        samples, bad_samples = scan_samples(d)
+        unreadable += [(str(d / SAMPLES_FILE), n, reason) for n, reason, _ in bad_samples]
+        for r in samples:
             r["run_dir"], r["variant"] = str(d), var.get(d, "")
             sample_rows.append(r)
         s = None
@@ -290,7 +292,8 @@ def markdown(col: Collected, agg: pd.DataFrame, figures: list[Path], out_dir: Pa
     if col.unreadable:
         parts += ["## Unreadable lines", "",
                   f"{len(col.unreadable)} unreadable line(s) in results files were skipped (a "
-                  "resumed run moves them to results.rejected.jsonl):", ""]
+                  "resumed run moves them to results.rejected.jsonl / samples.rejected.jsonl):",
+                  ""]
         parts += [_md_table(["file", "line", "reason"],
                             [[f, str(n), r] for f, n, r in col.unreadable[:50]]), ""]
     if agg.empty:

@@ -227,6 +227,14 @@ class ResultsWriter:
         if scan.bad:
             self._quarantine(scan)
         self._fh = self.path.open("ab", buffering=0)  # each row goes straight to the OS
+        self._start = os.fstat(self._fh.fileno()).st_size
+
+    def lines_appended(self) -> int:
+        """Complete lines this writer appended, counted on disk (exact also when an interrupt
+        arrived between a row's write and its bookkeeping)."""
+        with self.path.open("rb") as fh:
+            fh.seek(self._start)
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
 
     def _quarantine(self, scan: Scan) -> None:
         from .rundir import atomic_write, fsync_dir

@@ -33,14 +33,18 @@ in_samples                count      how often it is among the method's returned
 ========================  =========  ===========================================================
 
 A repeated continuation (scored again from the oracle's cache) is a line of its own: it cost the
-search a simulation. The file is appended and flushed per series, after the search and before
-the series' results row; a run resumed in the same folder first drops the lines of series that
-have no results row (a crash between the two), so no line is stale or duplicated.
+search a simulation. The file is appended, flushed and fsynced per series, after the search and
+before the series' results row; a run resumed in the same folder first drops the lines of series
+that have no results row (a crash between the two: that series runs again) and moves unusable
+lines (torn by a crash, not JSON, duplicates) to ``samples.rejected.jsonl``, rewriting the file
+atomically, so after ``kill -9`` at any point a re-run leaves the same file as an uninterrupted
+run: no line torn, stale, duplicated or lost (tests kill the CLI at several points).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -49,6 +53,7 @@ from typing import Sequence
 import numpy as np
 
 SAMPLES_FILE = "samples.jsonl"
+log = logging.getLogger(__name__)
 _RECENT_ROWS = 8
 
 
@@ -211,62 +216,138 @@ def _key(row: dict) -> tuple:
     return (row.get("method"), row.get("dataset"), row.get("seed"), row.get("series_id"))
 
 
-class SamplesWriter:
-    """Appends ``samples.jsonl`` lines (flushed and fsynced per series).
+SAMPLES_REJECTED_FILE = "samples.rejected.jsonl"
 
-    ``done``: the keys (method, dataset, seed, series_id) that have a results row; on opening, the
-    lines of any other series (left by a crash before their results row) and a torn last line are
-    dropped.
+
+def _scan_samples(data: bytes):
+    """(good lines, bad (line number, reason, text)) of samples.jsonl's bytes.
+
+    A line is bad when it is not a JSON object with the series key, repeats the (series,
+    rollout) of an earlier line, or is torn (the last line without its newline: a crash
+    mid-write). Reading never stops at a bad line."""
+    good: list[tuple[tuple, bytes]] = []
+    bad: list[tuple[int, str, str]] = []
+    seen: set[tuple] = set()
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines, start=1):
+        last = i == len(lines)
+        if last and not line:
+            break
+        text = line.decode("utf-8", errors="replace")
+        if not line.strip():
+            if last:
+                break
+            continue
+        if last:
+            bad.append((i, "torn line (no newline: cut by a crash)", text))
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad.append((i, "not JSON", text))
+            continue
+        if not isinstance(row, dict) or "series_id" not in row:
+            bad.append((i, "not a samples row", text))
+            continue
+        k = (*_key(row), row.get("rollout"))
+        if k in seen:
+            bad.append((i, "duplicate of an earlier line", text))
+            continue
+        seen.add(k)
+        good.append((_key(row), line + b"\n"))
+    return good, bad
+
+
+class SamplesWriter:
+    """Appends ``samples.jsonl`` lines (written whole, flushed and fsynced per series).
+
+    ``done``: the keys (method, dataset, seed, series_id) that have a results row. On opening, the
+    lines of any other series (left by a crash between a series' samples and its results row:
+    that series runs again) are dropped, and lines that are not usable (torn by a crash, not
+    JSON, duplicates) are moved to ``samples.rejected.jsonl``; the file is then rewritten
+    atomically (temporary file, fsync, rename), so the appends start on a clean line and a kill
+    at any moment loses no line of a finished series.
     """
 
     def __init__(self, run_dir: str | Path, done: set[tuple]):
         from .results import _jsonable
 
         self._jsonable = _jsonable
-        self.path = Path(run_dir) / SAMPLES_FILE
-        keep: list[bytes] = []
-        changed = False
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / SAMPLES_FILE
+        self.dropped = 0
+        self.rejected = 0
         if self.path.exists():
-            for line in self.path.read_bytes().splitlines(keepends=True):
-                try:
-                    row = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    changed = True
-                    break
-                if _key(row) in done and line.endswith(b"\n"):
-                    keep.append(line)
-                else:
-                    changed = True
-        if changed:
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_bytes(b"".join(keep))
-            tmp.replace(self.path)
-        self._fh = self.path.open("a")
+            good, bad = _scan_samples(self.path.read_bytes())
+            keep = [line for key, line in good if key in done]
+            self.dropped = len(good) - len(keep)
+            self.rejected = len(bad)
+            if bad:
+                self._quarantine(bad)
+            if bad or self.dropped:
+                from .rundir import atomic_write
+
+                atomic_write(self.path, b"".join(keep))
+                log.info("%s: %d line(s) of series without a results row dropped (they run "
+                         "again)", self.path, self.dropped)
+        self._fh = self.path.open("ab", buffering=0)  # each batch goes straight to the OS
+
+    def _quarantine(self, bad) -> None:
+        from datetime import datetime, timezone
+
+        from .rundir import fsync_dir
+
+        side = self.run_dir / SAMPLES_REJECTED_FILE
+        now = datetime.now(timezone.utc).isoformat()
+        with side.open("a") as fh:
+            for lineno, reason, text in bad:
+                fh.write(json.dumps({"line": lineno, "reason": reason, "text": text,
+                                     "moved_at": now}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(self.run_dir)
+        log.warning("%s: %d unusable line(s) moved to %s (%s)", self.path, len(bad), side,
+                    "; ".join(f"line {n}: {r}" for n, r, _ in bad[:5]))
 
     def write(self, rows: list[dict]) -> None:
+        from . import faults
+
         if not rows:
             return
-        self._fh.write("".join(json.dumps(self._jsonable(r)) + "\n" for r in rows))
-        self._fh.flush()
+        data = "".join(json.dumps(self._jsonable(r)) + "\n" for r in rows).encode()
+        if os.environ.get("SPECDIFFTREE_CRASH_AT", "").startswith("samples-torn"):
+            self._write_all(data[: len(data) // 2])
+            faults.crash_point("samples-torn")
+            data = data[len(data) // 2:]
+        self._write_all(data)
         os.fsync(self._fh.fileno())
+        faults.crash_point("samples")
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._fh.write(view)
+            view = view[n:]
 
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
 
 
-def read_samples(run_dir: str | Path) -> list[dict]:
-    """Lines of ``samples.jsonl`` (empty when absent); a torn last line is ignored."""
+def scan_samples(run_dir: str | Path) -> tuple[list[dict], list[tuple[int, str, str]]]:
+    """Lines of ``samples.jsonl`` and its unusable lines as (line number, reason, text)."""
     path = Path(run_dir) / SAMPLES_FILE
-    rows: list[dict] = []
-    if not path.exists():
-        return rows
-    with path.open() as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    if not path.is_file():
+        return [], []
+    good, bad = _scan_samples(path.read_bytes())
+    return [json.loads(line) for _, line in good], bad
+
+
+def read_samples(run_dir: str | Path) -> list[dict]:
+    """Lines of ``samples.jsonl`` (empty when absent); unusable lines (torn, not JSON,
+    duplicates) are skipped with a warning, never the lines after them."""
+    rows, bad = scan_samples(run_dir)
+    if bad:
+        log.warning("%s: %d unreadable line(s) skipped (%s)", Path(run_dir) / SAMPLES_FILE,
+                    len(bad), "; ".join(f"line {n}: {r}" for n, r, _ in bad[:5]))
     return rows

@@ -7,7 +7,9 @@ A run dir holds, besides ``results.jsonl`` and ``summary.csv``:
     only shape output (:data:`OUTPUT_ONLY`), the package version, the model weights' identity and
     the identity of the evaluated series; ``provenance`` — package version, git commit (in a
     checkout), Python, MLX and mlx-lm versions, device, host, model path and weights hash, dataset
-    fingerprint, start time. Re-running into a dir whose fingerprint differs stops with one line
+    fingerprint, start time; ``runs`` — one entry per (re)start (:func:`start_record`: time, host,
+    pid, git commit, argv, rows reused, and how it ended). Re-running into a dir whose fingerprint
+    differs stops with one line
     naming the keys that differ (:class:`FingerprintMismatch`, exit 2); ``resume=false`` starts
     clean in a new dir instead.
 ``.lock``
@@ -21,7 +23,8 @@ A run dir holds, besides ``results.jsonl`` and ``summary.csv``:
 
 Every rewrite of a results file goes to a temporary file in the same dir, is fsynced, then
 renamed over the old one (and the dir fsynced), so a crash at any moment leaves either the old or
-the new file complete.
+the new file complete; the temporary file of a killed rewrite is never read and is removed at the
+next start (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ OUTPUT_ONLY = ("output", "logger", "hydra", "resume")
 #: dotted keys that change cost or where data comes from, never what a run computes: the caches
 #: are tested not to change results; the data's own identity replaces its location
 NOT_RESULTS = ("backend.kv_cache_mb", "backend.logprob_cache_mb", "dataset.root",
-               "dataset.download", "dataset.base_url", "dataset.download_timeout", "model.path")
+               "dataset.download", "dataset.base_url", "dataset.download_timeout", "model.path",
+               "max_new_tokens_check")
 # files hashed in full whatever their size (small); weights: see weights_identity
 _MODEL_META = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja",

@@ -420,7 +420,7 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
         try:
             if writer is not None:
                 note_run(run_dir, finished_at=_now(), status=status,
-                         rows_written=len(writer.rows) - reused)
+                         rows_written=writer.lines_appended())
         except OSError:  # the run's own error (e.g. a full disk) is the one reported
             pass
         finally:

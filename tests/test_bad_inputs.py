@@ -176,16 +176,41 @@ def test_multirun_composition_errors_are_one_line(capsys, tmp_path, sweep_arg, n
     (["method=beam", "method.expansion_k=100000"], "method.expansion_k=100000"),
     (["method=mcts", "method.expansion_k=5000"], "exceeds the vocabulary"),
     (["max_new_tokens=9000"], "context"),
+    # 18 monthly values take >= 106 tokens of this tokenizer: 50 would give 0% valid
+    (["max_new_tokens=50"], "max_new_tokens=50 cannot hold a forecast"),
+    (["max_new_tokens=50", "method=best_of_n"], "raise max_new_tokens to at least"),
     (["method=dts", "method.temperature=1e300"], "method.temperature"),
     (["method=maxent_ts", "method.temperature=1e299", "reward.failure_reward=-1e10"],
      "reward.failure_reward"),
-], ids=["beam-k-huge", "mcts-k-vocab", "context", "lambda", "lambda-failure"])
+], ids=["beam-k-huge", "mcts-k-vocab", "context", "budget", "budget-bon", "lambda",
+        "lambda-failure"])
 def test_systematic_faults_stop_before_the_first_sample(tmp_path, overrides, needle):
     exp = prepare(compose(["model=tiny_random", "num_samples=2", *QUIET, *overrides]))
     with pytest.raises(SpecDiffTreeError) as ei:
         execute(exp, tmp_path / "run")
     assert needle in str(ei.value) and "\n" not in str(ei.value)
     assert not (tmp_path / "run" / "results.jsonl").exists()  # no sample ran
+
+
+def test_a_budget_that_fits_or_max_new_tokens_check_false_runs(tmp_path):
+    """The budget check's boundary: the tokens of the true future of each series (what a perfect
+    forecast costs) — one token less for every series stops, and the check can be turned off."""
+    from specdifftree.preflight import forecast_tokens
+
+    base = ["model=tiny_random", "num_samples=2", "dataset=m3_yearly", *QUIET]
+    exp = prepare(compose(base))
+    needs = [forecast_tokens(exp, s) for s in exp.samples]
+    assert all(n > exp.samples[i].horizon for i, n in enumerate(needs))
+    with pytest.raises(SpecDiffTreeError, match=f"at least {max(needs)}"):
+        execute(prepare(compose([*base, f"max_new_tokens={min(needs) - 1}"])), tmp_path / "a")
+    assert not (tmp_path / "a" / "results.jsonl").exists()
+    df = execute(prepare(compose([*base, f"max_new_tokens={min(needs)}"])), tmp_path / "b")
+    assert len(df) == 2  # fits the shortest series: runs (any other is warned about)
+    df = execute(prepare(compose([*base, "max_new_tokens=3", "max_new_tokens_check=false"])),
+                 tmp_path / "c")
+    assert len(df) == 2 and not df["valid"].any()
+    with pytest.raises(SpecDiffTreeError, match="max_new_tokens_check"):
+        prepare(compose([*base, "max_new_tokens_check=maybe"]))
 
 
 def test_beam_batch_memory_bound_follows_kv_cache_mb(tmp_path):
@@ -471,6 +496,7 @@ def test_constant_and_one_value_series_follow_the_mase_rule(tmp_path, method):
     root = _odd_series_root(tmp_path)
     df = execute(prepare(compose([f"method={method}", "model=tiny_random", "dataset=m4_yearly",
                                   f"dataset.root={root}", "num_samples=null", "max_new_tokens=8",
+                                  "max_new_tokens_check=false",
                                   *QUIET])), tmp_path / "run")
     assert len(df) == 4
     rows = {r["series_id"]: r for r in df.to_dict("records")}
@@ -547,7 +573,8 @@ def test_torn_tail_and_duplicates_are_moved_aside(naive2_run):
                                     "num_samples=5", "dataset.subset_seed=1", "seed=1",
                                     "prompt.decimals=3"])
 def test_other_config_in_the_same_dir_is_refused_naming_the_keys(tmp_path, change):
-    base = ["method=greedy", "model=tiny_tslm", "num_samples=2", "max_new_tokens=6", *QUIET]
+    base = ["method=greedy", "model=tiny_tslm", "num_samples=2", "max_new_tokens=6",
+            "max_new_tokens_check=false", *QUIET]
     run = tmp_path / "run"
     execute(prepare(compose(base)), run)
     before = (run / "results.jsonl").read_bytes()
@@ -645,7 +672,8 @@ def test_run_returns_exactly_this_configs_rows(tmp_path):
     """A notebook's greedy and naive2 runs: each DataFrame holds its own rows only."""
     import specdifftree as sdt
 
-    g = sdt.run(sdt.compose(["method=greedy", "num_samples=2", "max_new_tokens=6", *QUIET]),
+    g = sdt.run(sdt.compose(["method=greedy", "num_samples=2", "max_new_tokens=6",
+                             "max_new_tokens_check=false", *QUIET]),
                 tmp_path / "g")
     n = sdt.run(sdt.compose(["method=naive2", "num_samples=2", *QUIET]), tmp_path / "n")
     assert list(g["method"]) == ["greedy"] * 2 and list(n["method"]) == ["naive2"] * 2
@@ -702,6 +730,8 @@ def test_ctrl_c_keeps_rows_and_says_how_to_resume(tmp_path):
     assert len(lines) == 1 and f"hydra.run.dir={run}" in lines[0] and "Traceback" not in err
     scan = scan_results(run)
     assert 0 < len(scan.rows) < 1428 and not scan.bad
+    last = json.loads((run / "run.json").read_text())["runs"][-1]
+    assert last["status"] == "interrupted" and last["rows_written"] == len(scan.rows)
 
 
 def test_ctrl_c_in_a_sweep_is_one_line(tmp_path):
@@ -785,7 +815,7 @@ def test_kill_9_during_the_resume_rewrite_loses_nothing(naive2_run, crash_at):
 @pytest.mark.parametrize("crash_at", ["row:1", "torn:2"])
 def test_kill_9_of_the_cli_with_a_model_then_rerun_is_equal(tmp_path, crash_at):
     args = ["method=best_of_n", "method.num_rollouts=2", "model=tiny_random", "num_samples=3",
-            "max_new_tokens=6", "output.progress=false"]
+            "max_new_tokens=6", "max_new_tokens_check=false", "output.progress=false"]
     killed = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}",
                      env={"SPECDIFFTREE_CRASH_AT": crash_at})
     assert killed.returncode == -signal.SIGKILL

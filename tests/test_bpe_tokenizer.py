@@ -240,7 +240,8 @@ def test_cli_greedy_and_dts_on_a_128k_vocabulary_model(llama3_model_dirs, tmp_pa
     out = tmp_path / "sweep"
     r = run_cli("--multirun", "method=greedy,dts", "model=hf",
                 f"model.path={llama3_model_dirs['llama']}", "num_samples=2",
-                "dataset.context_length=40", "max_new_tokens=12", "method.num_rollouts=4",
+                "dataset.context_length=40", "max_new_tokens=12", "max_new_tokens_check=false",
+                "method.num_rollouts=4",
                 f"hydra.sweep.dir={out}")
     assert r.returncode == 0, r.stderr[-2000:]
     for job, method in ((0, "greedy"), (1, "dts")):

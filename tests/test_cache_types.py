@@ -96,7 +96,8 @@ def test_every_method_through_the_cli(llama3_model_dirs, tmp_path, arch):
     out = tmp_path / "sweep"
     r = run_cli("--multirun", f"method={METHODS}", "model=hf",
                 f"model.path={llama3_model_dirs[arch]}", "num_samples=1",
-                "dataset.context_length=24", "max_new_tokens=6", "budget.rollouts=3",
+                "dataset.context_length=24", "max_new_tokens=6", "max_new_tokens_check=false",
+                "budget.rollouts=3",
                 f"hydra.sweep.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     seen = set()

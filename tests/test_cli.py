@@ -61,6 +61,41 @@ def test_bad_values_exit_2_with_one_line(tmp_path, override, needle):
     assert "Traceback" not in out.stderr
 
 
+MALFORMED = [
+    # (extra CLI arguments, what the one line must say)
+    (["num_samples"], ["'num_samples'", "missing EQUAL", "write key=value"]),
+    (["num_samples=["], ["'num_samples=['", "write key=value"]),
+    (["num_samples=5)"], ["'num_samples=5)'", "extraneous input ')'"]),
+    (["seed=${oops"], ["'seed=${oops'", "mismatched input"]),
+    (["prompt.separator='a"], ["prompt.separator='a", "unclosed quote"]),
+    (["=5"], ["'=5'", "no key before '='"]),
+    (["+=3"], ["'+=3'", "no key before '='"]),
+    (["~"], ["'~'", "~key"]),
+    (["method="], ["method= names no option", "greedy"]),
+    (["seed=1,2"], ["seed=1,2", "--multirun", "seed=[1,2]"]),
+    (["num_samples=choice(1,2)"], ["num_samples=choice(1,2)", "--multirun"]),
+    (["--multirun", "seed=[1"], ["'seed=[1'", "write key=value"]),
+    (["--multirun", "seed=1,,2"], ["'seed=1,,2'", "extraneous input ','"]),
+    (["--multirun", "=3"], ["'=3'", "no key before '='"]),
+]
+
+
+@pytest.mark.parametrize("args,needles", MALFORMED, ids=[" ".join(a) for a, _ in MALFORMED])
+def test_malformed_override_is_one_line_through_the_cli(tmp_path, args, needles):
+    """The real CLI: a command line Hydra cannot parse ends in one line naming the override and
+    the fix, exit 2, no traceback, no Hydra hint, nothing written."""
+    out = run_cli("method=naive2", *args, f"hydra.run.dir={tmp_path / 'run'}",
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("specdifftree: error: "), out.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr
+    assert "hydra.cc" not in lines[0] and not out.stdout.strip()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
 def test_wrong_group_option_lists_valid_ones(tmp_path):
     out = run_cli("method=nope", f"hydra.run.dir={tmp_path}")
     assert out.returncode == 2

@@ -114,7 +114,8 @@ def test_figures_are_labelled(tmp_path):
 def test_report_cli_on_a_real_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_cli("--multirun", "model=tiny_random", "method=greedy,naive2", "seed=0,1",
-                  "num_samples=2", "max_new_tokens=4", "output.progress=false",
+                  "num_samples=2", "max_new_tokens=4", "max_new_tokens_check=false",
+                  "output.progress=false",
                   f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-2000:]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))

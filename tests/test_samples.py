@@ -1,6 +1,7 @@
 """Answer rules over sample sets and samples.jsonl, on the shipped tiny_tslm model (real runs)."""
 
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -59,6 +60,22 @@ def test_median_answer_is_the_stepwise_median_of_the_parsed_samples(median_run):
         # tokens when each rollout finished: increasing, the last equals the sample's total
         toks = [r["tokens"] for r in rows]
         assert toks == sorted(toks) and toks[-1] == row.tokens_processed
+
+
+def test_report_reads_past_an_unusable_samples_line_and_names_it(median_run, tmp_path):
+    import shutil
+
+    from specdifftree.report import build_report
+
+    _, samples, d = median_run
+    run = tmp_path / "run"
+    shutil.copytree(d, run)
+    lines = (run / SAMPLES_FILE).read_bytes().splitlines(keepends=True)
+    (run / SAMPLES_FILE).write_bytes(b"".join(lines[:3]) + b"{torn by hand\n" + b"".join(lines[3:]))
+    res = build_report(run, tmp_path / "rep", figures=False)
+    assert len(res["collected"].samples) == len(samples)  # every line after it still read
+    text = res["report_md"].read_text()
+    assert "Unreadable lines" in text and "samples.jsonl" in text and "| 4 | not JSON |" in text
 
 
 def test_recorded_logprobs_are_the_models(median_run):
@@ -155,6 +172,23 @@ def test_resume_drops_lines_of_series_without_a_results_row(tmp_path):
     assert [r["series_id"] for r in read_samples(tmp_path)] == ["a", "c"]
 
 
+def test_unusable_samples_lines_are_moved_aside_and_nothing_after_them_is_lost(tmp_path):
+    row = {"method": "m", "dataset": "d", "seed": 0, "series_id": "a", "rollout": 0}
+    lines = [json.dumps(row), "{garbage", "[1, 2]", json.dumps(dict(row, rollout=1)),
+             json.dumps(dict(row, rollout=1)), json.dumps(dict(row, series_id="b"))]
+    (tmp_path / SAMPLES_FILE).write_text("\n".join(lines) + "\n")
+    # the reader reads past bad lines (it used to stop at the first)
+    assert [(r["series_id"], r["rollout"]) for r in read_samples(tmp_path)] == [
+        ("a", 0), ("a", 1), ("b", 0)]
+    w = SamplesWriter(tmp_path, done={("m", "d", 0, "a")})  # b has no results row
+    w.close()
+    assert [(r["series_id"], r["rollout"]) for r in read_samples(tmp_path)] == [("a", 0), ("a", 1)]
+    side = [json.loads(x) for x in (tmp_path / "samples.rejected.jsonl").read_text().splitlines()]
+    assert [(x["line"], x["reason"].split(" ")[0]) for x in side] == [
+        (2, "not"), (3, "not"), (5, "duplicate")]
+    assert w.rejected == 3 and w.dropped == 1
+
+
 def test_caption_runs_record_their_continuations_without_forecast_scores(tmp_path):
     from test_captions import write_fixture
 
@@ -168,3 +202,91 @@ def test_caption_runs_record_their_continuations_without_forecast_scores(tmp_pat
     lines = read_samples(tmp_path / "run")
     assert len(lines) == 6 and all(len(r["text"]) >= 0 and r["logprob"] is not None
                                    for r in lines)
+
+
+# ------------------------------------------------- samples.jsonl under kill -9 (real processes)
+
+KILL_ARGS = ["model=tiny_tslm", "dataset=m3_yearly", "dataset.context_length=24", "num_samples=3",
+             "method=best_of_n", "budget.rollouts=2", "output.progress=false",
+             "output.print_summary=false"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("uninterrupted")
+    df = sdt.run(sdt.compose(KILL_ARGS), run_dir=d)
+    return df, (d / SAMPLES_FILE).read_bytes()
+
+
+def _no_time(rows):
+    return [{k: v for k, v in r.items() if k not in ("time_s", "reward_time_s", "model_time_s")}
+            for r in rows]
+
+
+def _resume_and_compare(run, uninterrupted):
+    ref_df, ref_samples = uninterrupted
+    df = sdt.run(sdt.compose(KILL_ARGS), run_dir=run)  # the re-run
+    assert _no_time(df.to_dict("records")) == _no_time(ref_df.to_dict("records"))
+    # every series' lines once, in order, none torn, none of a stale or killed attempt
+    assert (run / SAMPLES_FILE).read_bytes() == ref_samples
+    lines = read_samples(run)
+    assert len(lines) == 6 and len({(r["series_id"], r["rollout"]) for r in lines}) == 6
+
+
+@pytest.mark.parametrize("crash_at", ["samples-torn:2", "samples:2", "row:2",
+                                      "samples:2+rewrite-mid@samples.jsonl:1"])
+def test_kill_9_while_writing_samples_then_rerun_equals_an_uninterrupted_run(
+        tmp_path, uninterrupted, crash_at):
+    """The CLI is killed (SIGKILL) half-way through writing the second series' samples.jsonl
+    lines, after they are on disk but before that series' results row, or after it; and once
+    more while the resume rewrites samples.jsonl without the killed series' lines."""
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    first, *then = crash_at.split("+")
+    killed = run_cli(*KILL_ARGS, f"hydra.run.dir={run}", env={"SPECDIFFTREE_CRASH_AT": first})
+    assert killed.returncode == -signal.SIGKILL
+    data = (run / SAMPLES_FILE).read_bytes()
+    ref = uninterrupted[1]
+    if first == "samples-torn:2":  # the file ends in a torn line of the killed series
+        assert not data.endswith(b"\n") and ref.startswith(data[: data.rindex(b"\n") + 1])
+    elif first == "samples:2":  # lines of a series without results row: dropped on resume
+        assert ref.startswith(data) and len(data.splitlines()) == 4
+    for point in then:  # the resume is killed in its rewrite: the old file stays whole
+        again = run_cli(*KILL_ARGS, f"hydra.run.dir={run}", env={"SPECDIFFTREE_CRASH_AT": point})
+        assert again.returncode == -signal.SIGKILL
+        assert (run / SAMPLES_FILE).read_bytes() == data
+        assert [x.name for x in run.iterdir() if ".tmp-" in x.name] == [
+            f".{SAMPLES_FILE}.tmp-{json.loads((run / 'run.json').read_text())['runs'][-1]['pid']}"]
+    _resume_and_compare(run, uninterrupted)
+    assert not [x.name for x in run.iterdir() if ".tmp-" in x.name]
+    rejected = run / "samples.rejected.jsonl"
+    if crash_at == "samples-torn:2":
+        assert "torn" in json.loads(rejected.read_text())["reason"]
+    else:
+        assert not rejected.exists()
+
+
+def test_kill_9_from_outside_during_a_run_then_rerun_equals_an_uninterrupted_run(
+        tmp_path, uninterrupted):
+    """A real SIGKILL sent by another process at whatever point the run has reached once the
+    first series' lines are on disk."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "specdifftree", *KILL_ARGS,
+                          f"hydra.run.dir={run}"], cwd=REPO, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None and not (
+            (run / SAMPLES_FILE).exists() and (run / SAMPLES_FILE).stat().st_size > 0):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(60) == -signal.SIGKILL
+    _resume_and_compare(run, uninterrupted)

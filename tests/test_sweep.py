@@ -21,7 +21,7 @@ def test_sweep_shares_model_isolates_failure_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     # 2 methods × 2 seeds, all on the tiny model
     args = ("--multirun", "model=tiny_random", "method=greedy,best_of_n", "max_new_tokens=4",
-            "seed=0,1", "num_samples=2", f"hydra.sweep.dir={sweep}")
+            "max_new_tokens_check=false", "seed=0,1", "num_samples=2", f"hydra.sweep.dir={sweep}")
     # force a failure in job 3: its results file is a folder
     (sweep / "3" / "results.jsonl").mkdir(parents=True)
     out = run_cli(*args)
@@ -34,7 +34,7 @@ def test_sweep_shares_model_isolates_failure_and_resumes(tmp_path):
     assert out.stderr.count("loaded model tiny_random") + out.stdout.count("loaded model tiny_random") == 1
     assert "is a folder" in jobs[3]["error"] and jobs[3]["traceback"] is None  # a user error
     assert jobs[3]["overrides"] == ["model=tiny_random", "method=best_of_n", "max_new_tokens=4",
-                                    "seed=1", "num_samples=2"]
+                                    "max_new_tokens_check=False", "seed=1", "num_samples=2"]
     for i in range(3):
         assert len(_lines(sweep / str(i) / "results.jsonl")) == 2
         assert jobs[i]["error"] is None and jobs[i]["wall_time_s"] > 0
@@ -82,7 +82,8 @@ def test_user_error_in_one_job_does_not_stop_the_sweep(tmp_path):
 def test_jobs_sharing_a_model_run_together_and_models_are_released(tmp_path):
     # Hydra's order alternates the two models; the launcher runs each model's jobs together
     out = run_cli("--multirun", "method=greedy", "seed=0,1", "model=tiny_random", "model.init_seed=0,1",
-                  "num_samples=1", "max_new_tokens=3", "output.progress=false",
+                  "num_samples=1", "max_new_tokens=3", "max_new_tokens_check=false",
+                  "output.progress=false",
                   f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = _jobs(tmp_path)
@@ -99,6 +100,7 @@ def test_submitit_local_launcher_runs_the_same_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     out = run_cli("--multirun", "hydra/launcher=submitit_local", "model=tiny_random",
                   "method=greedy,naive2", "num_samples=1", "max_new_tokens=3",
+                  "max_new_tokens_check=false",
                   f"hydra.sweep.dir={tmp_path}", timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     for job in ("0", "1"):
@@ -154,7 +156,8 @@ def test_methods_x_seeds_preset_is_runnable(tmp_path):
             assert mcfg.expansion_k == (0 if method == "dts" else 4), method
     # run it, narrowed on the command line (command-line values win over the preset's)
     out = run_cli("--multirun", "+sweep=methods_x_seeds", "method=greedy", "seed=0",
-                  "num_samples=1", "max_new_tokens=3", f"hydra.sweep.dir={tmp_path}")
+                  "num_samples=1", "max_new_tokens=3", "max_new_tokens_check=false",
+                  f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert _jobs(tmp_path)[0]["status"] == "done"
     job_cfg = (tmp_path / "0" / ".hydra" / "config.yaml").read_text()
