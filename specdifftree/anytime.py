@@ -11,12 +11,18 @@ up to the first one finished at or after T. On that set, per series:
 - ``smape_best``: sMAPE of the best-reward continuation so far (the ``best`` answer rule);
 - ``smape_median``: sMAPE of the step-wise median of the parsed continuations so far (the
   ``median`` rule over everything scored; for ``best_of_n`` exactly median-of-n);
+- ``smape_mean``: sMAPE of their step-wise mean (the ``mean`` rule);
 - ``crps``: normalised CRPS of the continuations so far as a sample set.
+
+So each answer rule that a budget determines (``best``, ``median``, ``mean``) has its own curve
+per method; the ``sample`` rule (a resample drawn at the end of the search) has none.
 
 Budgets are the powers of two from the smallest budget at which every series has one finished
 continuation up to the tokens every series' search reached (its last continuation): a larger
 budget would have let the search go on, so this run does not answer it. Each curve point is the mean over series with a 95% confidence band (mean ± 1.96 standard errors over
-series); a curve is drawn only through two or more budgets.
+series); a curve is drawn only through two or more budgets. Rows come out sorted by dataset,
+method and variant with the numbers inside them compared as numbers (``budget.tokens=8000``
+before ``16000``), then by budget.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import pandas as pd
 from .metrics.m4 import smape
 from .metrics.probabilistic import crps
 
-QUANTITIES = ("best_reward", "smape_best", "smape_median", "crps")
+QUANTITIES = ("best_reward", "smape_best", "smape_median", "smape_mean", "crps")
+#: answer rule -> the quantity that is its sMAPE curve
+RULE_QUANTITY = {"best": "smape_best", "median": "smape_median", "mean": "smape_mean"}
 SERIES_KEYS = ("method", "dataset", "seed", "series_id")
 
 
@@ -64,6 +72,7 @@ def series_curve(rows: list[dict], truth, grid: np.ndarray) -> dict[str, np.ndar
             out["smape_best"][j] = float(smape(y, f[i]))
         use = f[ok] if ok.any() else f
         out["smape_median"][j] = float(smape(y, np.median(use, axis=0)))
+        out["smape_mean"][j] = float(smape(y, np.mean(use, axis=0)))
         out["crps"][j] = crps(use, y)
     return out
 
@@ -108,4 +117,12 @@ def curves(samples: pd.DataFrame, results: pd.DataFrame,
                 se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
                 row[f"{q}_mean"], row[f"{q}_lo"], row[f"{q}_hi"] = m, m - 1.96 * se, m + 1.96 * se
             out.append(row)
-    return pd.DataFrame(out)
+    if not out:
+        return pd.DataFrame()
+    from .report import natural_key
+
+    df = pd.DataFrame(out)
+    order = sorted(range(len(df)), key=lambda i: (
+        tuple(natural_key("" if pd.isna(df.iloc[i][k]) else df.iloc[i][k]) for k in group_keys),
+        float(df.iloc[i]["tokens"])))
+    return df.iloc[order].reset_index(drop=True)

@@ -344,9 +344,11 @@ def markdown(col: Collected, agg: pd.DataFrame, figures: list[Path], out_dir: Pa
 def anytime_markdown(any_df: pd.DataFrame, reward: str) -> str:
     """The anytime table: best reward so far and sMAPE of the median answer per budget."""
     parts = ["## Anytime: one run, every budget (from samples.jsonl)", "",
-             f"Mean over series (± half-width of the 95% band) of the best {reward} found and of "
-             "the sMAPE (%) of the median of the continuations scored, when the search had "
-             "processed at most the given tokens per sample (prompt included).", ""]
+             f"Mean over series (± half-width of the 95% band) of the best {reward} found, of "
+             "the sMAPE (%) of each answer rule over the continuations scored (best: the "
+             "best-reward one; median and mean: step-wise over the parsed ones) and of their "
+             "CRPS, when the search had processed at most the given tokens per sample (prompt "
+             "included).", ""]
     labels = [(k, g) for k, g in any_df.groupby(["dataset", "method", "variant"], sort=False,
                                                 dropna=False)]
     labels.sort(key=lambda kg: tuple(natural_key(x) for x in kg[0]))
@@ -354,15 +356,18 @@ def anytime_markdown(any_df: pd.DataFrame, reward: str) -> str:
     for (ds, method, variant), g in labels:
         for _, r in g.sort_values("tokens").iterrows():
             def cell(q):
+                if f"{q}_mean" not in r:
+                    return "–"
                 m, hi = r[f"{q}_mean"], r[f"{q}_hi"]
                 if not math.isfinite(m):
                     return "–"
                 return f"{m:.4g}" + (f" ± {hi - m:.2g}" if math.isfinite(hi) else "")
             rows.append([str(ds), str(method) + (f" [{variant}]" if variant else ""),
                          f"{r['tokens']:.0f}", str(int(r["n_series"])), cell("best_reward"),
-                         cell("smape_median"), cell("crps")])
+                         cell("smape_best"), cell("smape_median"), cell("smape_mean"),
+                         cell("crps")])
     parts.append(_md_table(["dataset", "method", "tokens ≤", "series", f"best {reward}",
-                            "sMAPE of median (%)", "CRPS"], rows))
+                            "sMAPE best (%)", "sMAPE median (%)", "sMAPE mean (%)", "CRPS"], rows))
     return "\n".join(parts)
 
 
@@ -542,7 +547,9 @@ def fig_forecasts(rows: pd.DataFrame, max_series: int = 4):
 
 
 ANYTIME_PANELS = (("best_reward", "best {reward} so far", "higher is better"),
-                  ("smape_median", "sMAPE (%) of the median", "lower is better"),
+                  ("smape_best", "sMAPE (%), answer rule best", "lower is better"),
+                  ("smape_median", "sMAPE (%), answer rule median", "lower is better"),
+                  ("smape_mean", "sMAPE (%), answer rule mean", "lower is better"),
                   ("crps", "CRPS (normalised) of the set", "lower is better"))
 
 
@@ -554,14 +561,15 @@ def fig_anytime(any_df: pd.DataFrame, reward: str = "reward"):
     if any_df is None or any_df.empty:
         return None
     datasets = sorted(any_df["dataset"].astype(str).unique(), key=natural_key)
-    fig = Figure(figsize=(5.2 * len(ANYTIME_PANELS), 3.9 * len(datasets)))
-    axes = fig.subplots(len(datasets), len(ANYTIME_PANELS), squeeze=False)
+    panels = [p for p in ANYTIME_PANELS if f"{p[0]}_mean" in any_df]
+    fig = Figure(figsize=(5.2 * len(panels), 3.9 * len(datasets)))
+    axes = fig.subplots(len(datasets), len(panels), squeeze=False)
     labels = {k: f"{k[0]} [{k[1]}]" if k[1] else str(k[0])
               for k in any_df.groupby(["method", "variant"], dropna=False).groups}
     colors = _colors(labels.values())
     for row, ds in enumerate(datasets):
         d = any_df[any_df["dataset"].astype(str) == ds]
-        for ax, (q, title, better) in zip(axes[row], ANYTIME_PANELS):
+        for ax, (q, title, better) in zip(axes[row], panels):
             for key, g in sorted(d.groupby(["method", "variant"], dropna=False),
                                  key=lambda kg: tuple(natural_key(x) for x in kg[0])):
                 g = g.sort_values("tokens")

@@ -175,17 +175,52 @@ def test_anytime_curves_follow_the_token_budget_rule(tmp_path):
     # the median of the valid forecasts so far is 9 at every step: sMAPE 200·1/19
     assert first["smape_median_mean"] == pytest.approx(200 / 19)
     assert first["smape_best_mean"] == pytest.approx(200 * 2 / 22)  # best so far: the 12s
+    # the mean rule: step-wise mean of the valid forecasts so far, (8 + 12 + 9) / 3
+    assert first["smape_mean_mean"] == pytest.approx(200 * (10 - 29 / 3) / (10 + 29 / 3))
     # budget 1024: all four rows; the best (reward 5) is the exact one, the invalid row stays
     # out of the median
     second = df.iloc[1]
     assert second["best_reward_mean"] == 5.0 and second["smape_best_mean"] == 0.0
     assert second["smape_median_mean"] == pytest.approx(200 / 19)
+    assert second["smape_mean_mean"] == pytest.approx(first["smape_mean_mean"])
     assert not math.isfinite(first["best_reward_lo"])  # one series: no band
     md = (tmp_path / "report.md").read_text()
     assert "## Anytime" in md and "best reward (oracle_smape)" in md
     assert res["figures"] and (tmp_path / "figures" / "anytime.pdf").read_bytes()[:4] == b"%PDF"
     curves_again = curves(res["collected"].samples, res["collected"].rows)
     pd.testing.assert_frame_equal(curves_again.reset_index(drop=True), df, check_dtype=False)
+
+
+def test_anytime_curves_per_answer_rule_sort_budgets_numerically(tmp_path):
+    """Two runs of one method at token budgets 16000 and 8000 (the larger in the dir that sorts
+    first): anytime.csv, the report table and the figure list 8000 first, with one curve per
+    answer rule (best, median, mean) and the CRPS."""
+    from specdifftree.anytime import RULE_QUANTITY
+
+    for i, budget in enumerate((16000, 8000)):
+        d = tmp_path / str(i)
+        _job(d, i, ["method=bon", f"budget.tokens={budget}", "seed=0"])
+        row = _row("bon", 0, "s1", 10.0, 900)
+        row.update(truth=[10.0, 10.0, 10.0], reward_name="oracle_smape")
+        _write_run(d, [row])
+        _samples(d, "bon", "s1", [(300, 1.0, [8, 8, 8], True), (500, 3.0, [12, 12, 12], True),
+                                  (1100, 2.0, [13, 13, 13], True)])
+    res = build_report(tmp_path)
+    df = pd.read_csv(tmp_path / "anytime.csv")
+    assert list(df["variant"]) == ["budget.tokens=8000"] * 2 + ["budget.tokens=16000"] * 2
+    assert list(df["tokens"]) == [512.0, 1024.0] * 2
+    for q in RULE_QUANTITY.values():
+        assert np.isfinite(df[f"{q}_mean"]).all()
+    at1024 = df.iloc[1]  # rows 8, 12, 13: best = 12, median = 12, mean = 11
+    assert at1024["smape_best_mean"] == pytest.approx(200 * 2 / 22)
+    assert at1024["smape_median_mean"] == pytest.approx(200 * 2 / 22)
+    assert at1024["smape_mean_mean"] == pytest.approx(200 * 1 / 21)
+    md = (tmp_path / "report.md").read_text().split("## Anytime", 1)[1]
+    assert md.index("budget.tokens=8000") < md.index("budget.tokens=16000")
+    assert "sMAPE best (%)" in md and "sMAPE median (%)" in md and "sMAPE mean (%)" in md
+    fig_titles = [ax.get_title() for ax in __import__("specdifftree.report", fromlist=["x"])
+                  .fig_anytime(res["collected"].anytime, "reward").axes]
+    assert sum("answer rule" in t for t in fig_titles) == 3
 
 
 def test_swept_values_sort_numerically_and_tables_export(tmp_path):

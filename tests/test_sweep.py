@@ -217,6 +217,21 @@ def test_a_setting_of_every_swept_method_but_not_the_default_one_runs(tmp_path):
         row = json.loads(_lines(sweep / str(job) / "results.jsonl")[0])
         assert row["method"] == method and row["error"] is None
         assert row["answer"] == "median" and row["rollouts"] == 3
+    r = run_cli("--multirun", "model=tiny_random", "method=best_of_n,sir", "method.answer=median",
+                "method.num_rollouts=3", "max_new_tokens=4", "num_samples=1",
+                f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [_jobs(sweep)[i]["status"] for i in (0, 1)] == ["skipped", "skipped"]  # resumed
+
+
+def test_forced_and_plain_overrides_identify_the_same_job():
+    """A sweep folder written with method.<key>=v (job.json) is found again when the CLI records
+    the same setting as ++method.<key>=v."""
+    from specdifftree.launcher.jobinfo import job_identity
+
+    assert job_identity(["method=dts", "++method.num_rollouts=4", "seed=1"]) == \
+        job_identity(["seed=1", "method.num_rollouts=4", "method=dts"])
+    assert job_identity(["method=dts", "+method.extra=1"]) != job_identity(["method=dts"])
 
 
 def test_a_grown_sweep_resumes_in_the_dirs_of_its_jobs(tmp_path):

@@ -24,8 +24,14 @@ _NEUTRAL = ("output.", "hydra.", "logger.", "logger=")
 
 
 def job_identity(overrides) -> tuple[str, ...]:
-    """What identifies a job's results: its overrides in any order, display/logging ones aside."""
-    return tuple(sorted(str(o) for o in overrides if not str(o).lstrip("+~").startswith(_NEUTRAL)))
+    """What identifies a job's results: its overrides in any order, display/logging ones aside.
+    ``++key=v`` counts as ``key=v`` (both set the same value; the CLI writes ``method.<key>``
+    settings as ``++`` in sweeps over ``method=``)."""
+    def norm(o: str) -> str:
+        return o[2:] if o.startswith("++") else o
+
+    return tuple(sorted(norm(str(o)) for o in overrides
+                        if not str(o).lstrip("+~").startswith(_NEUTRAL)))
 
 
 def read_job_info(job_dir: str | Path) -> dict | None:
