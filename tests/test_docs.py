@@ -50,6 +50,8 @@ def test_documented_commands_run(tmp_path, name, script):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"{name}:\n{script}\n--- stdout\n{out.stdout[-3000:]}\n" \
                                 f"--- stderr\n{out.stderr[-3000:]}"
+    if "wandb sync --dry-run" in script:  # the documented path really names the offline run
+        assert "Would sync 1 run" in out.stdout + out.stderr, out.stdout + out.stderr
 
 
 def test_documented_wandb_sync_flags_exist_in_the_pinned_wandb():
@@ -66,3 +68,12 @@ def test_documented_wandb_sync_flags_exist_in_the_pinned_wandb():
     assert "--dry-run" in flags  # the docs show the check before an upload
     known = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", help_.stdout))
     assert flags <= known, f"flags the pinned wandb does not know: {sorted(flags - known)}"
+
+
+def test_docs_hold_no_development_paths_or_authoring_notes():
+    files = DOCS + sorted((REPO / "specdifftree" / "conf").rglob("*.yaml"))
+    for path in files:
+        text = path.read_text()
+        assert "../shared" not in text, f"{path.name}: a path of the development layout"
+        for note in ("Text for the README", "for the integrator", "to go into pyproject"):
+            assert note not in text, f"{path.name}: {note!r}"
