@@ -26,6 +26,8 @@ setup-cuda:
 # Debian/Ubuntu: install OpenBLAS (the mlx-cpu wheel only ships reference BLAS). Needs root or
 # passwordless sudo; without them (or without apt-get, or when the install fails) it prints one
 # line on how to get OpenBLAS and `make setup` goes on: everything runs, CPU matmuls are slower.
+# (The OpenBLAS inside numpy's wheel cannot stand in: it exports prefixed ILP64 symbols such as
+# scipy_cblas_sgemm64_, not the cblas_sgemm that MLX binds to.)
 OPENBLAS_HINT := install it for fast CPU matmuls with 'sudo apt-get install libopenblas0-pthread' \
 (Debian/Ubuntu) or set SPECDIFFTREE_OPENBLAS=/path/to/libopenblas.so.0; setup goes on with MLX's \
 slower reference BLAS

@@ -62,10 +62,14 @@ def render(df: pd.DataFrame, lead: list[tuple[str, str]] = ()) -> str:
     names = _reward_names(df)
     cols = list(lead) + [(c, h) for c, h in COLUMNS if c in df.columns]
     headers = [f"reward({names[0]})" if c == "reward" and len(names) == 1 else h for c, h in cols]
-    cells = [[fmt(c, r.get(c)) if c in FORMATS else ("-" if pd.isna(r.get(c)) else str(r.get(c)))
-              for c, _ in cols] for r in df.to_dict("records")]
+    def cell(c, v):
+        if c in FORMATS or (c == "seed" and isinstance(v, float)):  # a float column: NaN rows
+            return fmt(c, v) if c in FORMATS else ("-" if pd.isna(v) else f"{v:.0f}")
+        return "-" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+
+    cells = [[cell(c, r.get(c)) for c, _ in cols] for r in df.to_dict("records")]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    left = {"method", "dataset", "job", "overrides"}
+    left = {"method", "dataset", "job", "status", "overrides"}
 
     def line(values):
         return "  ".join(v.ljust(w) if c in left else v.rjust(w)
@@ -86,14 +90,18 @@ def summary_table(run_dir: str | Path) -> str:
     return render(df)
 
 
-def _job_overrides(job_dir: Path) -> list[str]:
+def _job_info(job_dir: Path) -> dict:
     try:
         info = json.loads((job_dir / "job.json").read_text())
-        ov = info.get("overrides")
-        if ov is not None:
-            return [str(o) for o in ov]
-    except (OSError, ValueError, AttributeError):
-        pass
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _job_overrides(job_dir: Path) -> list[str]:
+    ov = _job_info(job_dir).get("overrides")
+    if ov is not None:
+        return [str(o) for o in ov]
     try:
         from omegaconf import OmegaConf
 
@@ -103,7 +111,8 @@ def _job_overrides(job_dir: Path) -> list[str]:
 
 
 def sweep_table(sweep_dir: str | Path) -> str:
-    """One row per job dir of a multirun (job number, its overrides, its summary), in job order.
+    """One row per job dir of a multirun (job number, status from ``job.json`` when the launcher
+    wrote one, its overrides, its summary), in job order.
 
     A job without a summary (failed before its first sample) shows ``-`` in every metric."""
     sweep_dir = Path(sweep_dir)
@@ -112,12 +121,15 @@ def sweep_table(sweep_dir: str | Path) -> str:
     rows = []
     for d in dirs:
         ov = " ".join(o for o in _job_overrides(d) if not o.startswith("hydra."))
+        lead = {"job": d.name, "status": _job_info(d).get("status") or "-", "overrides": ov}
         summary = d / "summary.csv"
         frame = pd.read_csv(summary) if summary.exists() else pd.DataFrame()
         if frame.empty:
-            rows.append({"job": d.name, "overrides": ov})
+            rows.append(lead)
         for r in frame.to_dict("records"):
-            rows.append({"job": d.name, "overrides": ov, **r})
+            rows.append({**lead, **r})
     if not rows:
         return f"(no job dirs in {sweep_dir})"
-    return render(pd.DataFrame(rows), lead=[("job", "job"), ("overrides", "overrides")])
+    df = pd.DataFrame(rows)
+    lead_cols = [("job", "job")] + ([("status", "status")] if (df["status"] != "-").any() else [])
+    return render(df, lead=lead_cols + [("overrides", "overrides")])

@@ -77,14 +77,18 @@ def test_sweep_table_one_row_per_job_with_its_overrides(tmp_path):
         d.mkdir()
         pd.DataFrame([_summary(method=method, seed=seed)]).to_csv(d / "summary.csv", index=False)
         (d / "job.json").write_text(json.dumps({"overrides": [f"method={method}", f"seed={seed}",
-                                                              "hydra.verbose=false"]}))
+                                                              "hydra.verbose=false"],
+                                                "status": "done"}))
     (tmp_path / "2").mkdir()  # a job that failed before its first sample
-    (tmp_path / "2" / "job.json").write_text(json.dumps({"overrides": ["method=beam"]}))
+    (tmp_path / "2" / "job.json").write_text(json.dumps({"overrides": ["method=beam"],
+                                                         "status": "failed"}))
     lines = sweep_table(tmp_path).splitlines()
-    assert lines[0].split()[:4] == ["job", "overrides", "method", "dataset"]
-    assert lines[1].split()[:4] == ["0", "method=greedy", "seed=0", "greedy"]
-    assert lines[2].split()[:4] == ["1", "method=naive2", "seed=1", "naive2"]
-    assert lines[3].split()[:2] == ["2", "method=beam"] and lines[3].split()[2] == "-"
+    assert lines[0].split()[:5] == ["job", "status", "overrides", "method", "dataset"]
+    assert lines[1].split()[:7] == ["0", "done", "method=greedy", "seed=0", "greedy", "m3_monthly",
+                                    "0"]
+    assert lines[2].split()[:5] == ["1", "done", "method=naive2", "seed=1", "naive2"]
+    assert lines[3].split()[:3] == ["2", "failed", "method=beam"] and lines[3].split()[3] == "-"
+    assert lines[2].split()[6] == "1"  # the seed stays an integer next to a job without rows
     assert "hydra." not in "\n".join(lines)
     assert lines[4].startswith("valid: ")
 

@@ -107,6 +107,17 @@ def test_submitit_local_launcher_runs_the_same_sweep(tmp_path):
         rows = [json.loads(x) for x in _lines(tmp_path / job / "results.jsonl")]
         assert len(rows) == 1
     assert (tmp_path / ".submitit").is_dir()
+    # jobs without a terminal draw no bars: their logs hold no escape codes or bar lines
+    logs = list((tmp_path / ".submitit").rglob("*_log.err")) + list(
+        (tmp_path / ".submitit").rglob("*_log.out"))
+    assert logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert "\x1b[" not in text and "%|" not in text, (log, text[-1000:])
+    # the submitting process prints the sweep's table and the report command
+    assert "make report DIR=" + str(tmp_path) in out.stdout
+    assert [ln.split()[0] for ln in out.stdout.splitlines() if "method=" in ln
+            and "m3_monthly" in ln] == ["0", "1"]
 
 
 def test_slurm_launcher_defaults_make_a_valid_sbatch_script(tmp_path, monkeypatch, recwarn):
@@ -123,6 +134,7 @@ def test_slurm_launcher_defaults_make_a_valid_sbatch_script(tmp_path, monkeypatc
                   return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"].endswith("SlurmLauncher")
+    assert OmegaConf.select(cfg, "hydra.launcher.name") == "specdifftree"  # the SLURM job name
     assert launcher["nodes"] == 1 and launcher["tasks_per_node"] == 1
     assert launcher["timeout_min"] > 0 and launcher["max_num_timeout"] >= 1
     # the parameters go to submitit's SLURM executor as the plugin passes them

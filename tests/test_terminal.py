@@ -94,3 +94,19 @@ def test_bars_are_off_when_output_is_not_a_terminal(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "\x1b[" not in out.stderr + out.stdout and not BAR.search(out.stderr)
     assert "sMAPE%" in out.stdout and "run dir:" in out.stdout
+
+
+def test_single_run_table_starts_on_its_own_line(tmp_path):
+    code, data = _run_in_pty(["method=greedy", "num_samples=2", "max_new_tokens=8",
+                              f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert code == 0, data.decode(errors="replace")[-3000:]
+    lines = [ln for ln in _screen(data) if ln]
+    text = "\n".join(lines)
+    head = [i for i, ln in enumerate(lines) if "sMAPE%" in ln]
+    assert len(head) == 1 and lines[head[0]].startswith("method"), text
+    assert lines[head[0] + 1].startswith("greedy") and lines[head[0] + 2].startswith("valid: ")
+    assert lines[-1] == f"run dir: {tmp_path / 'run'}", text
+    assert not any(BAR.search(ln) for ln in lines), text  # the bar is cleared when done
+    for ln in lines:
+        m = LOG.search(ln)
+        assert m is None or m.start() == 0, ln
