@@ -168,44 +168,66 @@ NEEDLE_TABLE = TableLM.fixed([0.6, 0.25, 0.05, 0.1], eos_ids=[3])
 ND = 6
 
 
-def needle_reward(first_nan: bool):
-    state = {"n": 0}
+def needle_reward(first: str | None):
+    """The needle reward; ``first``: what the first rollout's reward is — None (its real value),
+    "nan", or "flagged" (a finite stand-in of +1e6, marked failed through the failure mask, as
+    the runner's reward wrapper does), or "floor" (−1e9, unmarked: a bad reward kept as a value)."""
+    state = {"n": 0, "mask": None}
 
     def fn(seqs):
-        out = []
+        out, mask = [], []
         for s in seqs:
             s = tuple(s)
             state["n"] += 1
-            if first_nan and state["n"] == 1:
-                out.append(math.nan)
-                continue
             k = 0
             while k < len(s) and s[k] == 2:
                 k += 1
-            out.append(1.0 if s == (2,) * ND else 0.5 * k / ND)
+            v = 1.0 if s == (2,) * ND else 0.5 * k / ND
+            bad = False
+            if state["n"] == 1 and first is not None:
+                v, bad = {"nan": (math.nan, False), "flagged": (1e6, True),
+                          "floor": (-1e9, False)}[first]
+            out.append(v)
+            mask.append(bad)
+        state["mask"] = np.array(mask)
         return np.array(out)
-    return fn
+    return fn, (lambda: state["mask"])
 
 
 @pytest.mark.parametrize("name,cfg", [("mcts", {}), ("dts_star", {"temperature": 100.0})])
 def test_one_nan_reward_leaves_search_quality_unchanged(name, cfg):
-    """One NaN among finite rewards (the very first rollout) is dropped: it never enters the
-    min–max range, and the needle is found as often as without it (the NaN used to be scored
-    −1e9 and squash every real reward into ~1e-9 of the scale: 0 of 20 seeds)."""
-    hits = {}
-    for first_nan in (False, True):
+    """One NaN among finite rewards (the very first rollout) is dropped. Seed by seed the search
+    is the same search as one whose oracle drops that rollout (flagged failed with a stand-in of
+    +1e6, which would dominate the min–max range if it entered it): same answer, same reward
+    range, same tree values. Its quality equals that of the search with no failure (needle
+    found as often). Kept as a value instead (−1e9, the old stand-in), the same rollout squashes
+    every real reward into ~1e-9 of the scale and the needle is lost: the test can fail."""
+    hits, refs = {}, {}
+    for first in (None, "nan", "flagged", "floor"):
         h = 0
         for seed in range(20):
-            s = TableSession(NEEDLE_TABLE, 4)
+            fn, mask = needle_reward(first)
             m = build(name, **cfg)
-            run = m.run(s, RewardOracle(needle_reward(first_nan)),
+            oracle = RewardOracle(fn, failed_mask=mask)
+            run = m.run(TableSession(NEEDLE_TABLE, 4), oracle,
                         Budget(tokens=250, max_new_tokens=ND), np.random.default_rng(seed))
-            assert run.rmin >= 0.0 and (run.failed >= 1) == first_nan
-            res = m._result(run, 0, int(first_nan))
+            res = m._result(run, 0, 0)
             h += res.best_reward == 1.0
-            assert math.isfinite(res.best_reward)
-        hits[first_nan] = h
-    assert hits[True] == hits[False] >= 18, hits
+            if first in ("nan", "flagged"):
+                # one failed sequence (a later rollout may reach it again: dropped again)
+                assert oracle.failures == 1 and run.failed >= 1
+                assert run.rmin >= 0.0 and math.isfinite(res.best_reward)
+                n = run.tree.size
+                state = (res.tokens, res.best_reward, run.rmin, run.rmax,
+                         run.tree.visits[:n].tolist(), run.tree.value_sum[:n].tolist(),
+                         np.nan_to_num(run.tree.value[:n], nan=7.0).tolist())
+                if first == "nan":
+                    refs[seed] = state
+                else:
+                    assert state == refs[seed], seed
+        hits[first] = h
+    assert hits["nan"] == hits["flagged"] == hits[None] >= 18, hits
+    assert hits["floor"] <= 5, hits
 
 
 def test_failed_rewards_from_the_reward_wrapper_are_dropped():
