@@ -23,8 +23,8 @@ BD = 4
 BSEQS, BLOGPS = enumerate_sequences(BIG, BD)
 _g = np.random.default_rng(7)
 BREWARD = {s: float(_g.random()) for s in BSEQS}
-# methods whose answer claims π as its law
-SAMPLERS = ["dts", "sir", "smc"]
+# methods whose answer claims π as its law (smc: an approximate sampler, tested on its own)
+SAMPLERS = ["dts", "sir"]
 
 
 def default_config(name: str) -> dict:
@@ -75,60 +75,97 @@ def test_dts_with_equal_rewards_has_normaliser_exactly_n(lam, beta):
         assert total == pytest.approx(40.0, rel=1e-9)
 
 
+def _searches(name, cfg, table, D, reward, budget, seeds):
+    """Averaged law of the answer (full sequences) and of the tree's own top-down draw, over
+    ``seeds`` searches through the table session (numpy sampler: same algorithm and token
+    accounting as the model Session, faster draws)."""
+    m = build(name, **cfg)
+    laws, tree_laws = [], []
+    for seed in range(seeds):
+        session, rng = TableSession(table, 4, sampler="numpy"), np.random.default_rng(seed)
+        if name in ("sir", "smc"):
+            laws.append(m.answer_law(session, RewardOracle(reward), budget, rng))
+            continue
+        run = m.run(session, RewardOracle(reward), budget, rng)
+        laws.append(m.answer_law(run))
+        tree_laws.append(tree_distribution(run.tree, m.lam))
+    return averaged(laws), (averaged(tree_laws) if tree_laws else None)
+
+
+@pytest.mark.slow
 def test_dts_with_equal_rewards_returns_p_theta_at_16_rollouts():
-    """3 tokens + EOS, depth 4 (121 continuations), 300 searches of 16 rollouts: the law of the
-    answer is within 0.02 of p_θ beyond the noise of an exact sampler; the tree's own top-down
-    distribution (renormalised over the children seen) is not."""
+    """Equal rewards, default dts, 16 rollouts. 3 tokens + EOS, depth 4 (121 continuations),
+    2000 searches: the law of the whole returned sequence is within TV 0.02 of p_θ; the tree's
+    own top-down distribution (renormalised over the children seen, the old answer) is not.
+    6 tokens + EOS, depth 4 (1555 continuations), 1000 searches: within 0.02 of p_θ beyond the
+    TV an exact sampler shows with the same number of draws (16 000 draws of 1555
+    continuations carry about 0.1 of pure noise)."""
     table = TableLM.random(4, eos_ids=[3], seed=3, alpha=0.7)
     D = 4
     seqs, logps = enumerate_sequences(table, D)
     p = exact_target(seqs, logps, np.zeros(len(seqs)), 1.0)
-    zero = table_reward({})
-    laws, tree_laws = [], []
-    for seed in range(300):
-        m = build("dts")
-        run = m.run(TableSession(table, 4), RewardOracle(zero), Budget(rollouts=16, max_new_tokens=D),
-                    np.random.default_rng(seed))
-        laws.append(m.answer_law(run))
-        tree_laws.append(tree_distribution(run.tree, 1.0))
-    fl = floor(p, 16 * 300, np.random.default_rng(0))
-    tv = total_variation(averaged(laws), p)
-    assert tv < fl + 0.02, (tv, fl)
-    # the same criterion rejects the tree's own top-down law (the old answer): the test can fail
-    assert total_variation(averaged(tree_laws), p) > fl + 0.02
+    law, tree_law = _searches("dts", default_config("dts"), table, D, table_reward({}),
+                              Budget(rollouts=16, max_new_tokens=D), 2000)
+    tv = total_variation(law, p)
+    assert tv < 0.02, tv
+    # the same criterion rejects the tree's own top-down law: the test can fail
+    assert total_variation(tree_law, p) > 0.04
+    # the benchmark's space
+    pb = exact_target(BSEQS, BLOGPS, np.zeros(len(BSEQS)), 1.0)
+    law, _ = _searches("dts", default_config("dts"), BIG, BD, table_reward({}),
+                       Budget(rollouts=16, max_new_tokens=BD), 1000)
+    fl = floor(pb, 16 * 1000, np.random.default_rng(0))
+    assert total_variation(law, pb) < fl + 0.02, (total_variation(law, pb), fl)
 
 
 # ---------------------------------------------------------------------- defaults reach π
-def first_token_tv(law: dict, pi: dict) -> float:
-    a, b = {}, {}
-    for d, src in ((a, law), (b, pi)):
-        for k, v in src.items():
-            d[k[0]] = d.get(k[0], 0.0) + v
-    return total_variation(a, b)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("lam", [0.5, 2.0, 10.0])
-def test_default_samplers_reach_pi_on_a_vocabulary_larger_than_any_cap(lam):
-    """Default configs (specdifftree/conf/method/*.yaml) of every method whose answer claims π,
-    6 tokens + EOS, depth 4 (1555 continuations), 256 rollouts, 12 searches: the answer's
-    first-token law is within 0.05 of π's. (The whole law, over many seeds per cell, is
-    measured by experiments/bench_exactness.py: docs/search.md; the cap's failure is shown
-    through the real Session below.)"""
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_default_samplers_reach_pi_on_the_whole_sequence_law(name, lam):
+    """Default config (specdifftree/conf/method/*.yaml) of every method that claims π as its
+    target; 6 tokens + EOS, depth 4 (1555 continuations, far more than any expansion cap), 256
+    rollouts, 300 searches: the law of the whole returned sequence is within TV 0.05 of π
+    (measurement noise included: an exact sampler's 256 × 300 draws show about 0.03)."""
     pi = exact_target(BSEQS, BLOGPS, np.array([BREWARD[s] for s in BSEQS]), lam)
-    budget = Budget(rollouts=256, max_new_tokens=BD)
-    for name in SAMPLERS:
-        cfg = {**default_config(name), "temperature": lam}
-        if name == "smc":
-            cfg["block_size"] = 1
-        law = averaged([answer_law(name, cfg, BIG, BD, table_reward(BREWARD), budget, s)
-                        for s in range(12)])
-        tv = first_token_tv(law, pi)
-        if name == "smc" and lam == 10.0:
-            # not asserted: a known miss, measured and explained in docs/search.md (the
-            # look-ahead twist exp(10·r(y)) of a single rollout is so noisy that the particle
-            # weights degenerate; first-token TV 0.08–0.18 over 12 searches)
-            continue
-        assert tv < 0.05, (name, tv)
+    law, _ = _searches(name, {**default_config(name), "temperature": lam}, BIG, BD,
+                       table_reward(BREWARD), Budget(rollouts=256, max_new_tokens=BD), 300)
+    tv = total_variation(law, pi)
+    assert tv < 0.05, (name, lam, tv)
+
+
+@pytest.mark.slow
+def test_smc_is_an_approximate_sampler_as_documented():
+    """smc claims an approximate π (docs/search.md: TV 0.035 at λ = 0.5 and 2, 0.20 at λ = 10,
+    256 rollouts, 1000 seeds, on the space above): 400 seeds land in those ranges."""
+    for lam, lo, hi in ((2.0, 0.0, 0.06), (10.0, 0.14, 0.27)):
+        pi = exact_target(BSEQS, BLOGPS, np.array([BREWARD[s] for s in BSEQS]), lam)
+        law, _ = _searches("smc", {**default_config("smc"), "temperature": lam}, BIG, BD,
+                           table_reward(BREWARD), Budget(rollouts=256, max_new_tokens=BD), 400)
+        tv = total_variation(law, pi)
+        assert lo <= tv < hi, (lam, tv)
+
+
+def test_maxent_ts_default_is_an_optimiser():
+    """maxent_ts targets r: its default answer is the best-reward continuation the search
+    evaluated, and neither that answer nor its tree's soft policy has π's law."""
+    lam = 2.0
+    pi = exact_target(BSEQS, BLOGPS, np.array([BREWARD[s] for s in BSEQS]), lam)
+    m = build("maxent_ts", **{**default_config("maxent_ts"), "temperature": lam})
+    answers, soft = {}, []
+    for seed in range(40):
+        session = TableSession(BIG, 4, sampler="numpy")
+        run = m.run(session, RewardOracle(table_reward(BREWARD)),
+                    Budget(rollouts=64, max_new_tokens=BD), np.random.default_rng(seed))
+        res = m._result(run, 0, 0)
+        evaluated = [run.tree.prefix(e) for e in range(run.tree.size)
+                     if run.tree.terminal[e] and not math.isnan(run.tree.reward[e])]
+        assert res.tokens == res.best_tokens
+        assert res.reward == max(BREWARD[s] for s in evaluated)
+        answers[res.tokens] = answers.get(res.tokens, 0) + 1 / 40
+        soft.append(tree_distribution(run.tree, lam))
+    assert total_variation(answers, pi) > 0.5
+    assert total_variation(averaged(soft), pi) > 0.2
 
 
 def test_dts_exhausts_the_space_and_is_then_exact():
