@@ -33,15 +33,6 @@ def default_config(name: str) -> dict:
     return {k: v for k, v in cfg.items() if k not in ("name", "_target_")}
 
 
-def answer_law(name, cfg, table, D, reward, budget, seed):
-    """Exact law of the answer given one search (see experiments/bench_exactness.py)."""
-    m = build(name, **cfg)
-    session, oracle, rng = TableSession(table, 4), RewardOracle(reward), np.random.default_rng(seed)
-    if name in ("sir", "smc"):
-        return m.answer_law(session, oracle, budget, rng)
-    return m.answer_law(m.run(session, oracle, budget, rng))
-
-
 def averaged(laws):
     out = {}
     for law in laws:
