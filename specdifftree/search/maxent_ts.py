@@ -55,6 +55,8 @@ from .tree import log_rest_mass
 
 class MaxEntTS(TreeSearch):
     name = "maxent_ts"
+    # the target is r (an optimiser); ``sampling`` only lets the soft-policy draws serve as a
+    # sample set for the answer rules (sample / median / mean), which are then not draws of π
     sampling = True
     default_answer = "best"
 
