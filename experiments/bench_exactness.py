@@ -303,12 +303,16 @@ def markdown(rows, seeds: int) -> str:
                   f"({seeds} seeds per cell)", "",
                   "| rollouts | TV | exact-sampler floor | goal TV ≤ 0.02 (at 16) |",
                   "|---:|---:|---:|---|"]
+    misses = []
+    if eq:
         for r in eq:
             goal = ("met" if r["tv"] <= 0.02 else "**missed**") if r["budget"] == 16 else ""
             lines.append(f"| {r['budget']} | {r['tv']:.4f} | {r['floor']:.4f} | {goal} |")
+            if goal == "**missed**":
+                misses.append(f"equal rewards: `dts` TV {r['tv']:.4f} > 0.02 at 16 rollouts "
+                              f"(exact-sampler floor {r['floor']:.4f})")
         lines.append("")
     tg = [r for r in rows if r["table"] == "target"]
-    misses = []
     for kind in ("rollouts", "tokens"):
         sub = [r for r in tg if r["kind"] == kind]
         if not sub:
