@@ -177,6 +177,7 @@ def test_quantized_kv_cache_through_the_cli(tmp_path):
     size the model's head dimension does not take stops the run in one line."""
     out = tmp_path / "sweep"
     common = ("model=tiny_random", "num_samples=1", "dataset.context_length=16", "max_new_tokens=6",
+              "max_new_tokens_check=false",
               "budget.rollouts=3", "backend.kv_bits=4", "backend.quantized_kv_start=0")
     r = run_cli("--multirun", "method=greedy,dts", *common, "backend.kv_group_size=32",
                 f"hydra.sweep.dir={out}")

@@ -24,7 +24,7 @@ CAPPED = ["beam", "mcts", "maxent_ts", "dts", "dts_star"]
 @pytest.mark.parametrize("name", CAPPED)
 def test_no_cap_passes_validation_and_runs(tmp_path, name, value):
     cfg = compose(["model=tiny_random", f"method={name}", f"method.expansion_k={value}",
-                   "num_samples=1", "budget.rollouts=6", "max_new_tokens=6",
+                   "num_samples=1", "budget.rollouts=6", "max_new_tokens=6", "max_new_tokens_check=false",
                    "output.progress=false"])
     exp = prepare(cfg)  # config validation and pre-flight
     assert exp.method.name == name
@@ -35,7 +35,8 @@ def test_no_cap_passes_validation_and_runs(tmp_path, name, value):
 
 def test_no_cap_through_the_cli(tmp_path):
     out = run_cli("model=tiny_random", "method=mcts", "method.expansion_k=null", "num_samples=1",
-                  "budget.rollouts=4", "max_new_tokens=6", f"hydra.run.dir={tmp_path}")
+                  "budget.rollouts=4", "max_new_tokens=6", "max_new_tokens_check=false",
+                  f"hydra.run.dir={tmp_path}")
     assert out.returncode == 0, out.stderr
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
 

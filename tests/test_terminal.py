@@ -58,7 +58,7 @@ def _screen(data: bytes) -> list[str]:
 def test_multirun_in_a_terminal_has_clean_lines_and_one_final_table(tmp_path):
     sweep = tmp_path / "sweep"
     code, data = _run_in_pty(["--multirun", "method=greedy,naive2", "seed=0,1", "num_samples=2",
-                              "max_new_tokens=8", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+                              "max_new_tokens=8", "max_new_tokens_check=false", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert code == 0, data.decode(errors="replace")[-3000:]
     assert BAR.search(data.decode(errors="replace")), "no progress bar was drawn on the terminal"
     lines = [ln for ln in _screen(data) if ln]
@@ -98,6 +98,7 @@ def test_bars_are_off_when_output_is_not_a_terminal(tmp_path):
 
 def test_single_run_table_starts_on_its_own_line(tmp_path):
     code, data = _run_in_pty(["method=greedy", "num_samples=2", "max_new_tokens=8",
+                               "max_new_tokens_check=false",
                               f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert code == 0, data.decode(errors="replace")[-3000:]
     lines = [ln for ln in _screen(data) if ln]
