@@ -255,7 +255,8 @@ def run_all(seeds: int, workers: int, methods, lams, kinds, chunk: int, equal_ta
     return rows
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its flags are checked against the docs' commands)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=1000, help="independent searches per cell")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -267,6 +268,11 @@ def main(argv=None) -> None:
     ap.add_argument("--no-equal", action="store_true", help="skip the equal-rewards table")
     ap.add_argument("--out-json", default=str(ROOT / "outputs" / "bench_exactness" / "tv.json"))
     ap.add_argument("--out-md", default=str(ROOT / "outputs" / "bench_exactness" / "tv.md"))
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = build_parser()
     args = ap.parse_args(argv)
     methods = args.methods.split(",")
     for m in methods:

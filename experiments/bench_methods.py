@@ -56,7 +56,8 @@ def load_series(n: int, horizon: int | None):
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its flags are checked against the docs' commands)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--budgets", default="1000,2000,4000,8000,16000,32000")
@@ -69,6 +70,11 @@ def main(argv=None) -> int:
                     help="w; 0 = plain oracle -sMAPE (use ~20 with tiny_random)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_methods"))
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
 
     import pandas as pd

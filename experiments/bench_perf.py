@@ -267,7 +267,8 @@ def mlx_lm_baseline(lm, prompt, rollouts, batches, steps=()) -> tuple[float, int
     return time.perf_counter() - t0, n_steps
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its flags are checked against the docs' commands)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=list(SHAPES), default="small")
     p.add_argument("--vocab", type=int, default=None, help="vocabulary size (default: the shape's)")
@@ -292,6 +293,11 @@ def main(argv=None) -> int:
     p.add_argument("--scaling", action="store_true", help="also time rollouts 10→80 and prompts 256→4096")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "outputs" / "bench" / "bench.json"))
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     vocab, dtype = SHAPE_DEFAULTS[args.shape]
     args.vocab = args.vocab or vocab

@@ -27,12 +27,18 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its flags are checked against the docs' commands)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", required=True, help="name=folder (folder 'tiny_tslm': the shipped one)")
     p.add_argument("--n", type=int, default=12)
     p.add_argument("--repeats", type=int, default=2, help="timed passes (after one warm-up pass)")
     p.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    return p
+
+
+def main(argv=None) -> None:
+    p = build_parser()
     a = p.parse_args(argv)
 
     import mlx.core as mx

@@ -273,7 +273,8 @@ def from_cli_run(run_dir: Path, n_boot: int = 4000) -> dict:
     return out
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its flags are checked against the docs' commands)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny_tslm", help="'tiny_tslm' or a model folder")
     p.add_argument("--per-group", type=int, default=100, help="series per M3 group (0 = all)")
@@ -295,6 +296,11 @@ def main(argv=None) -> None:
     p.add_argument("--from-cli", type=Path, nargs="+", default=None, metavar="RUN_DIR",
                    help="no model: compare reward rules with the answer of CLI sampling runs "
                    "(their results.jsonl and samples.jsonl)")
+    return p
+
+
+def main(argv=None) -> None:
+    p = build_parser()
     a = p.parse_args(argv)
     if a.from_cli:
         print(json.dumps([from_cli_run(d) for d in a.from_cli], indent=1))

@@ -610,7 +610,8 @@ def install(model_dir: Path, loss_curve: Path | None, dest: Path = ASSETS,
     log.info("installed %s into %s", model_dir, dest)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its flags are checked against the docs' commands)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "tiny_tslm")
     p.add_argument("--install", action="store_true", help=f"copy the result into {ASSETS}")
@@ -622,6 +623,11 @@ def main(argv=None) -> None:
                    "the loss curve is drawn from --out/losses.csv when present")
     for k, v in asdict(Settings()).items():
         p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+    return p
+
+
+def main(argv=None) -> None:
+    p = build_parser()
     a = p.parse_args(argv)
     if a.replot or a.install_from:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
