@@ -92,6 +92,21 @@ def ours_at_r_params(x: np.ndarray, h: int, m: int, method: str, p_r: dict) -> f
             return float("nan")
 
 
+def ours_mse_criterion(x: np.ndarray, h: int, m: int, method: str) -> np.ndarray:
+    """statsforecast's fit with R's criterion for ses/holt (``opt_crit="mse"``) instead of the
+    likelihood that ``AutoETS`` minimises; the same seasonal adjustment."""
+    from statsforecast.ets import ets_f, forecast_ets
+
+    from specdifftree.baselines import deseasonalise
+
+    y, si = deseasonalise(x, m, h)
+    spec, damped = SPEC[method]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = ets_f(y, 1, model=spec, damped=damped, opt_crit="mse")
+    return np.asarray(forecast_ets(fit, h)["mean"], dtype=np.float64) * si
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="../shared/data/m4")
@@ -130,6 +145,8 @@ def main(argv=None) -> int:
                              "smape_r": float(smape(y, f_r)), "smape_py": float(smape(y, f_py)),
                              "max_rel_fc_diff": float(np.max(np.abs(f_r - f_py)
                                                              / np.maximum(np.abs(f_r), 1e-12))),
+                             "smape_py_mse_crit": float(smape(y, ours_mse_criterion(
+                                 x, s.horizon, s.period, method))),
                              "r": p_r, "py": p_py,
                              "mse_py_at_r_params": ours_at_r_params(x, s.horizon, s.period,
                                                                     method, p_r)})
@@ -147,6 +164,7 @@ def main(argv=None) -> int:
             big_beta = (beta_r > 0.1) & (beta_py < 2e-4)
             summary = {
                 "n": len(rows), "smape_r": sm_r, "smape_ours": sm_py, "smape_m4": off,
+                "smape_ours_mse_criterion": float(np.mean([r["smape_py_mse_crit"] for r in rows])),
                 "series_fc_diff_gt_1pct": int(np.sum(rel > 0.01)),
                 "series_smape_gap_gt_1pt": int(np.sum(np.abs(gap) > 1.0)),
                 "series_r_worse_gt_1pt": int(np.sum(gap > 1.0)),
@@ -165,7 +183,8 @@ def main(argv=None) -> int:
             report.setdefault(freq, {})[method] = {"summary": summary, "series": rows}
             off_s = f"{off:.3f}" if off else "–"
             print(f"\n{freq} {method}: sMAPE R {sm_r:.3f} | ours {sm_py:.3f} | M4 published "
-                  f"{off_s} | forecasts differ >1% on {summary['series_fc_diff_gt_1pct']}/"
+                  f"{off_s} | ours with opt_crit=mse {summary['smape_ours_mse_criterion']:.3f} | "
+                  f"forecasts differ >1% on {summary['series_fc_diff_gt_1pct']}/"
                   f"{len(rows)} series; sMAPE gap >1 pt on {summary['series_smape_gap_gt_1pt']} "
                   f"(R worse {summary['series_r_worse_gt_1pt']}, R better "
                   f"{summary['series_r_better_gt_1pt']}); in-sample MSE R/ours median "
