@@ -87,3 +87,62 @@ def test_the_table_script_writes_json_and_markdown(tmp_path):
     md = (tmp_path / "m4_baselines.md").read_text()
     assert "| M4 Weekly (5) | `ses` |" in md
     assert "9.012" not in md  # a subset is never put next to M4's whole-frequency figures
+
+
+def _write_r_layout(folder, series, h):
+    """R-script-layout CSV files: naive forecasts (last value) and hand-set parameters."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fc = ['"id","method",' + ",".join(f'"F{j}"' for j in range(1, h + 1))]
+    par = ['"id","method","seasonal","n","alpha","beta","phi","l0","b0","lN","bN","mse","fit_s"']
+    for s in series:
+        for name in ("ses", "holt", "damped"):
+            fc.append(f'"{s.id}","{name}",' + ",".join([repr(float(s.x[-1]))] * h))
+            beta = '"NA"' if name == "ses" else '"0.5"'
+            phi = '"0.9"' if name == "damped" else '"NA"'
+            par.append(f'"{s.id}","{name}","FALSE","{len(s.x)}","0.99",{beta},{phi},"1","0",'
+                       f'"{s.x[-1]}","0","2.5","0.01"')
+    (folder / "r_forecasts_weekly.csv").write_text("\n".join(fc) + "\n")
+    (folder / "r_params_weekly.csv").write_text("\n".join(par) + "\n")
+
+
+def test_the_r_comparison_scores_r_forecasts_with_the_project_smape(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from specdifftree.metrics.naive2 import naive
+    from specdifftree.tasks.sources import load_series
+
+    root = m4_files("Weekly-train.csv", "Weekly-test.csv")
+    series = load_series({"source": "m4_csv", "frequency": "Weekly", "root": str(root),
+                          "name": "m4_weekly"})[:3]
+    _write_r_layout(tmp_path, series, 13)
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "compare_r_baselines.py"),
+                          "--root", str(root), "--r-dir", str(tmp_path), "--frequencies",
+                          "Weekly", "--top", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "comparison.json").read_text())["Weekly"]
+    want = np.mean([smape(s.y, naive(s.x, 13)) for s in series])
+    for name in ("ses", "holt", "damped", "comb"):
+        assert res[name]["summary"]["smape_r"] == pytest.approx(want), name
+        assert res[name]["summary"]["smape_m4"] is None  # a subset is not M4's figure
+    ours = np.mean([smape(s.y, Holt().forecast(np.asarray(s.x), 13, 1)) for s in series])
+    assert res["holt"]["summary"]["smape_ours"] == pytest.approx(ours)
+    assert res["holt"]["series"][0]["r"]["beta"] == 0.5
+    assert np.isnan(res["ses"]["series"][0]["r"]["beta"])
+
+
+def test_the_r_comparison_names_the_missing_r_output(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "compare_r_baselines.py"),
+                          "--r-dir", str(tmp_path), "--frequencies", "Weekly"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'r_forecasts_weekly.csv'} not found; run `Rscript "
+        f"experiments/m4_benchmarks_r.R ../shared/data/m4 {tmp_path} Weekly` first")
