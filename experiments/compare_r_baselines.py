@@ -1,7 +1,7 @@
 """R forecast's SES / Holt / Damped on M4 against the project's statsforecast fits, series by series.
 
-    Rscript experiments/m4_benchmarks_r.R ../shared/data/m4 outputs/m4_r Hourly,Weekly
-    python experiments/compare_r_baselines.py --root ../shared/data/m4 --r-dir outputs/m4_r
+    Rscript experiments/m4_benchmarks_r.R /path/to/m4 outputs/m4_r Hourly,Weekly
+    python experiments/compare_r_baselines.py --root /path/to/m4 --r-dir outputs/m4_r
 
 Reads R's per-series forecasts and fitted parameters (``r_forecasts_<freq>.csv``,
 ``r_params_<freq>.csv``), fits the project's ``method=ses|holt|damped`` on the same series (the same
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -107,14 +108,19 @@ def ours_mse_criterion(x: np.ndarray, h: int, m: int, method: str) -> np.ndarray
     return np.asarray(forecast_ets(fit, h)["mean"], dtype=np.float64) * si
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="../shared/data/m4")
+    ap.add_argument("--root", default=os.environ.get("SPECDIFFTREE_M4_ROOT", "data/m4"),
+                    help="folder of the M4 csv files (default: $SPECDIFFTREE_M4_ROOT or data/m4)")
     ap.add_argument("--r-dir", default=str(REPO / "outputs" / "m4_r"))
     ap.add_argument("--frequencies", default="Hourly,Weekly")
     ap.add_argument("--methods", default="ses,holt,damped")
     ap.add_argument("--top", type=int, default=8, help="series with the largest gaps to print")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
 
     from specdifftree.metrics.m4 import smape
     from specdifftree.tasks.sources import load_series

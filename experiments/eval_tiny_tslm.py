@@ -14,6 +14,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import os
 import csv
 import json
 import sys
@@ -279,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny_tslm", help="'tiny_tslm' or a model folder")
     p.add_argument("--per-group", type=int, default=100, help="series per M3 group (0 = all)")
     p.add_argument("--m4-n", type=int, default=40, help="series per M4 frequency (0 = all)")
-    p.add_argument("--m4-root", type=Path, default=REPO.parent / "shared" / "data" / "m4")
+    p.add_argument("--m4-root", type=Path,
+                   default=Path(os.environ.get("SPECDIFFTREE_M4_ROOT", "data/m4")),
+                   help="folder of the M4 csv files (default: $SPECDIFFTREE_M4_ROOT or data/m4)")
     p.add_argument("--samples", type=int, default=8, help="temperature-1 samples per series")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout-only", action="store_true",

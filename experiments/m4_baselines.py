@@ -1,6 +1,6 @@
 """The classical baselines on the official M4 Hourly and Weekly files, next to M4's own figures.
 
-    python experiments/m4_baselines.py --root ../shared/data/m4 --workers 2
+    python experiments/m4_baselines.py --root /path/to/m4 --workers 2
     python experiments/m4_baselines.py --methods ses,theta --frequencies Weekly
 
 Every method is the project's own (``method=<name>`` of the CLI: the same classes, the same M4
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -60,7 +61,8 @@ def _score(args):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="../shared/data/m4")
+    ap.add_argument("--root", default=os.environ.get("SPECDIFFTREE_M4_ROOT", "data/m4"),
+                    help="folder of the M4 csv files (default: $SPECDIFFTREE_M4_ROOT or data/m4)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--frequencies", default="Hourly,Weekly")
     ap.add_argument("--workers", type=int, default=2)

@@ -2,7 +2,7 @@
 # project's statsforecast fits (experiments/compare_r_baselines.py reads the CSV files written here).
 #
 #   Rscript experiments/m4_benchmarks_r.R [m4 folder] [output folder] [frequencies] [limit]
-#   Rscript experiments/m4_benchmarks_r.R ../shared/data/m4 outputs/m4_r Hourly,Weekly
+#   Rscript experiments/m4_benchmarks_r.R /path/to/m4 outputs/m4_r Hourly,Weekly
 #
 # Method, from the published M4 benchmark description:
 #   1. seasonality test at 90%: seasonal when n >= 3m and |r_m| > 1.645 sqrt((1 + 2 sum_{k<m} r_k^2)/n)
@@ -17,7 +17,7 @@
 suppressPackageStartupMessages(library(forecast))
 
 args <- commandArgs(trailingOnly = TRUE)
-root <- if (length(args) >= 1) args[1] else "../shared/data/m4"
+root <- if (length(args) >= 1) args[1] else Sys.getenv("SPECDIFFTREE_M4_ROOT", "data/m4")
 out <- if (length(args) >= 2) args[2] else "outputs/m4_r"
 freqs <- if (length(args) >= 3) strsplit(args[3], ",")[[1]] else c("Hourly", "Weekly")
 limit <- if (length(args) >= 4) as.integer(args[4]) else NA

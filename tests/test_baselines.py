@@ -140,9 +140,9 @@ def test_the_r_comparison_names_the_missing_r_output(tmp_path):
     from conftest import REPO
 
     out = subprocess.run([sys.executable, str(REPO / "experiments" / "compare_r_baselines.py"),
-                          "--r-dir", str(tmp_path), "--frequencies", "Weekly"],
+                          "--root", "/data/m4", "--r-dir", str(tmp_path), "--frequencies", "Weekly"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'r_forecasts_weekly.csv'} not found; run `Rscript "
-        f"experiments/m4_benchmarks_r.R ../shared/data/m4 {tmp_path} Weekly` first")
+        f"experiments/m4_benchmarks_r.R /data/m4 {tmp_path} Weekly` first")

@@ -364,6 +364,19 @@ def check_command(argv: list[str], work: Path) -> str | None:
         return check_pip(argv[1:])
     if argv[:1] == ["wandb"]:
         return check_wandb(argv[1:], work)
+    if argv[:1] == ["Rscript"]:  # an R script of the repository, run outside the test suite
+        if len(argv) < 2 or not (REPO / argv[1]).is_file():
+            return f"Rscript: no such script {argv[1:2]}"
+        return None
+    if argv[:2] == ["apt-get", "install"]:  # Debian packages: they must exist
+        pkgs = [a for a in argv[2:] if not a.startswith("-")]
+        if not pkgs:
+            return "apt-get install names no package"
+        if shutil.which("apt-cache"):
+            for pkg in pkgs:
+                if subprocess.run(["apt-cache", "show", pkg], capture_output=True).returncode:
+                    return f"apt-get install: no Debian package {pkg}"
+        return None
     return f"no check for {' '.join(argv)!r}: add one to tests/test_docs.py or run it in a test block"
 
 
@@ -388,6 +401,8 @@ def test_check_blocks_compose_and_parse(tmp_path, block):
     ("pip install -e '.[test,no_such_extra]'", "no_such_extra"),
     ("python -m specdifftree.report a b", "report"),
     ("wandb sync --no-such-flag x", "--no-such-flag"),
+    ("Rscript experiments/no_such_script.R", "no such script"),
+    ("apt-get install -y", "names no package"),
     ("curl https://example.org", "no check"),
 ])
 def test_the_command_checks_reject_wrong_commands(tmp_path, line, expected):
