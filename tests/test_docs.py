@@ -435,7 +435,9 @@ def test_documented_wandb_sync_flags_exist_in_the_pinned_wandb():
 
 
 def test_docs_hold_no_development_paths_or_authoring_notes():
-    files = DOCS + sorted((REPO / "specdifftree" / "conf").rglob("*.yaml"))
+    files = (DOCS + sorted((REPO / "specdifftree" / "conf").rglob("*.yaml"))
+             + sorted((REPO / "experiments").glob("*.py")) + sorted((REPO / "experiments").glob("*.R"))
+             + sorted((REPO / "specdifftree" / "assets").rglob("*.md")))
     for path in files:
         text = path.read_text()
         assert "../shared" not in text, f"{path.name}: a path of the development layout"
