@@ -79,7 +79,7 @@ def sample(lp, temperature: float, key=None, top_k: int = 0, top_p: float = 1.0)
 
 
 def decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, temperature: float,
-           rng: np.random.Generator, top_k: int = 0, top_p: float = 1.0):
+           rng: np.random.Generator, top_k: int = 0, top_p: float = 1.0, pick=None):
     """The batched sampling loop over host log-prob tables (the toy table-LM session).
 
     Same sampler and random stream as the model :class:`~specdifftree.backend.session.Session`
@@ -91,20 +91,26 @@ def decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, temperature
     the last token of each kept row and returns their next-token log-probs (``len(keep_rows)``,
     V) — it is called with an empty ``keep_rows`` too, so finished rows can be handled. Returns
     ``(seqs, seq_logprobs, finished)`` per rollout, where ``seq_logprobs[i][j]`` is the
-    temperature-1 log-prob of token j (read from the float64 table).
+    temperature-1 log-prob of token j (read from the float64 table). ``pick(lp, step)``, when
+    given, chooses the tokens of a step instead of the MLX sampler (a host sampler with its own
+    random stream; the loop, rows and accounting stay the same).
     """
-    mx = _mx()
     lp = np.asarray(lp, dtype=np.float64)
     B = lp.shape[0]
-    keys = step_keys(rng, max_new_tokens) if temperature > 0 else None
+    if pick is None:
+        mx = _mx()
+        keys = step_keys(rng, max_new_tokens) if temperature > 0 else None
+
+        def pick(lp, step):
+            toks, _ = sample(mx.array(lp.astype(np.float32)), temperature,
+                             None if keys is None else keys[step], top_k, top_p)
+            return toks.tolist()
     seqs: list[list[int]] = [[] for _ in range(B)]
     seq_lps: list[list[float]] = [[] for _ in range(B)]
     finished = [False] * B
     active = list(range(B))
     for step in range(max_new_tokens):
-        toks, _ = sample(mx.array(lp.astype(np.float32)), temperature,
-                         None if keys is None else keys[step], top_k, top_p)
-        toks = toks.tolist()
+        toks = pick(lp, step)
         keep_rows, done_rows = [], []
         for r, i in enumerate(active):
             t = int(toks[r])

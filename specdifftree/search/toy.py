@@ -95,36 +95,14 @@ def numpy_decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, tempe
     is the argmax (ties: lowest id). No top-k / top-p truncation."""
     if top_k or top_p < 1.0:
         raise ValueError("numpy_decode has no top-k / top-p truncation")
-    lp = np.asarray(lp, dtype=np.float64)
-    B = lp.shape[0]
-    seqs: list[list[int]] = [[] for _ in range(B)]
-    seq_lps: list[list[float]] = [[] for _ in range(B)]
-    finished = [False] * B
-    active = list(range(B))
-    for step in range(max_new_tokens):
+
+    def pick(lp, step):
         if temperature > 0:
             z = lp if temperature == 1.0 else lp / float(temperature)
-            toks = np.argmax(z + rng.gumbel(size=z.shape), axis=-1)
-        else:
-            toks = np.argmax(lp, axis=-1)
-        keep_rows, done_rows = [], []
-        for r, i in enumerate(active):
-            t = int(toks[r])
-            seqs[i].append(t)
-            seq_lps[i].append(float(lp[r, t]))
-            if t in eos_ids:
-                finished[i] = True
-                done_rows.append(r)
-            elif step + 1 < max_new_tokens:
-                keep_rows.append(r)
-            else:
-                done_rows.append(r)
-        lp = advance(active, done_rows, keep_rows, seqs)
-        if not keep_rows:
-            break
-        lp = np.asarray(lp, dtype=np.float64)
-        active = [active[r] for r in keep_rows]
-    return seqs, seq_lps, finished
+            return np.argmax(z + rng.gumbel(size=z.shape), axis=-1)
+        return np.argmax(lp, axis=-1)
+
+    return decode(lp, max_new_tokens, eos_ids, advance, temperature=temperature, rng=rng, pick=pick)
 
 
 class TableSession:
