@@ -89,22 +89,9 @@ def scan_results(run_dir: str | Path) -> Scan:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     seen: set[tuple] = set()
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines, start=1):
-        last = i == len(lines)
-        if last and not line:
-            break
-        text = line.decode("utf-8", errors="replace")
-        if not line.strip():
-            if not last:
-                continue
-        if last:
-            scan.bad.append(BadLine(i, "torn line (no newline: cut by a crash)", text))
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            scan.bad.append(BadLine(i, "not JSON", text))
+    for i, line, text, row, reason in jsonl_lines(data):
+        if reason:
+            scan.bad.append(BadLine(i, reason, text))
             continue
         if not isinstance(row, dict):
             scan.bad.append(BadLine(i, f"a JSON {type(row).__name__}, not an object", text))
@@ -120,6 +107,27 @@ def scan_results(run_dir: str | Path) -> Scan:
         scan.rows.append(row)
         scan.raw.append(line + b"\n")
     return scan
+
+
+def jsonl_lines(data: bytes):
+    """Each non-blank line of JSON-lines bytes as ``(line number, raw line, text, object,
+    reason)``: ``reason`` is None and ``object`` the parsed value, or ``object`` is None and
+    ``reason`` says why the line is unusable — torn (the last line without its newline: a crash
+    mid-write) or not JSON."""
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue  # blank lines, and the empty tail after the final newline
+        text = line.decode("utf-8", errors="replace")
+        if i == len(lines):
+            yield i, line, text, None, "torn line (no newline: cut by a crash)"
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            yield i, line, text, None, "not JSON"
+            continue
+        yield i, line, text, obj, None
 
 
 def read_results(run_dir: str | Path) -> list[dict]:

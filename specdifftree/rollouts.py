@@ -227,24 +227,12 @@ def _scan_samples(data: bytes):
     mid-write). Reading never stops at a bad line."""
     good: list[tuple[tuple, bytes]] = []
     bad: list[tuple[int, str, str]] = []
+    from .results import jsonl_lines
+
     seen: set[tuple] = set()
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines, start=1):
-        last = i == len(lines)
-        if last and not line:
-            break
-        text = line.decode("utf-8", errors="replace")
-        if not line.strip():
-            if last:
-                break
-            continue
-        if last:
-            bad.append((i, "torn line (no newline: cut by a crash)", text))
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            bad.append((i, "not JSON", text))
+    for i, line, text, row, reason in jsonl_lines(data):
+        if reason:
+            bad.append((i, reason, text))
             continue
         if not isinstance(row, dict) or "series_id" not in row:
             bad.append((i, "not a samples row", text))
