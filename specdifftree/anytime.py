@@ -119,7 +119,7 @@ def curves(samples: pd.DataFrame, results: pd.DataFrame,
             out.append(row)
     if not out:
         return pd.DataFrame()
-    from .report import natural_key
+    from .report_table import natural_key
 
     df = pd.DataFrame(out)
     order = sorted(range(len(df)), key=lambda i: (

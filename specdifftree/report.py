@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .report_table import FORMATS as _TABLE_FORMATS
+from .report_table import natural_key
 from .results import RESULTS_FILE, SUMMARY_FILE, scan_results, summarize
 
 JOB_FILE = "job.json"
@@ -88,14 +89,6 @@ def register_section(fn: Callable[[Collected, pd.DataFrame], str]):
     if fn not in SECTIONS:
         SECTIONS.append(fn)
     return fn
-
-
-def natural_key(text) -> tuple:
-    """Sort key that orders the numbers inside a string numerically ("k=800" < "k=1600")."""
-    import re
-
-    parts = re.split(r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)", str(text))
-    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
 
 
 # ------------------------------------------------------------------------------------ reading

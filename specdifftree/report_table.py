@@ -133,3 +133,11 @@ def sweep_table(sweep_dir: str | Path) -> str:
     df = pd.DataFrame(rows)
     lead_cols = [("job", "job")] + ([("status", "status")] if (df["status"] != "-").any() else [])
     return render(df, lead=lead_cols + [("overrides", "overrides")])
+
+
+def natural_key(text) -> tuple:
+    """Sort key that orders the numbers inside a string numerically ("k=800" < "k=1600")."""
+    import re
+
+    parts = re.split(r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)", str(text))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from specdifftree.errors import ConfigError, DataError
 from specdifftree.rewards import build_reward
-from specdifftree.rewards.caption import lcs_length, rouge_l_f1, token_f1, tokenize
+from specdifftree.metrics.text import lcs_length, rouge_l_f1, token_f1, tokenize
 from specdifftree.tasks.captions import CaptionTask, load_caption_samples
 
 ROOT = Path(__file__).resolve().parents[1]

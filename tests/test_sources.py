@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from specdifftree.errors import ConfigError, DataError
 from specdifftree.tasks.series import Series
-from specdifftree.tasks.sources import M4_RULES, load_series, read_m4_csv, select
+from specdifftree.tasks.m4_files import M4_RULES, read_m4_csv
+from specdifftree.tasks.sources import load_series, select
 
 from conftest import m4_files as m4_root
 

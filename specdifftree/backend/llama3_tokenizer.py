@@ -68,7 +68,7 @@ class TokenizerUnavailable(RuntimeError):
 
 
 def _cache_root() -> Path:
-    from .tiny import cache_dir
+    from .cachedir import cache_dir
 
     return cache_dir() / "tokenizers"
 

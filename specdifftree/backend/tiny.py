@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from .cachedir import cache_dir
 from .chartok import write_tokenizer, vocab
 
 DEFAULT_SHAPE = {
@@ -26,14 +26,6 @@ DEFAULT_SHAPE = {
     "num_attention_heads": 6,
     "num_key_value_heads": 2,
 }
-
-
-def cache_dir() -> Path:
-    """Where generated models are written (``SPECDIFFTREE_CACHE`` or ``~/.cache/specdifftree``)."""
-    root = os.environ.get("SPECDIFFTREE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "specdifftree"
-    )
-    return Path(root)
 
 
 def llama_config(shape: dict, vocab_size: int, max_positions: int = 8192) -> dict:

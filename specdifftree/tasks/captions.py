@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..rewards.base import RewardContext
-from ..rewards.caption import rouge_l_f1, token_f1
+from ..metrics.text import rouge_l_f1, token_f1
 from .serialize import Serializer
 
 FREQUENCIES = ("Yearly", "Quarterly", "Monthly", "Weekly", "Daily", "Hourly")

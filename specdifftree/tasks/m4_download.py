@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from .sources import M4_COUNTS, M4_RULES, m4_frequency, m4_paths, read_m4_csv
+from .m4_files import M4_COUNTS, M4_RULES, m4_frequency, m4_paths, read_m4_csv
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/Mcompetitions/M4-methods/master/Dataset/{split}/"
 CHUNK = 1 << 20
