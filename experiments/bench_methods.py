@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from specdifftree.metrics.m4 import smape  # noqa: E402
-from specdifftree.search import METHODS, build  # noqa: E402
+from specdifftree.search import build, search_methods  # noqa: E402
 from specdifftree.search.base import Budget, RewardOracle  # noqa: E402
 
 NUMBER_CHARS = set("0123456789.,- ")
@@ -59,7 +59,7 @@ def load_series(n: int, horizon: int | None):
 def build_parser() -> argparse.ArgumentParser:
     """The command line (its flags are checked against the docs' commands)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(search_methods()))
     ap.add_argument("--budgets", default="1000,2000,4000,8000,16000,32000")
     ap.add_argument("--series", type=int, default=3)
     ap.add_argument("--horizon", type=int, default=None, help="truncate the horizon (default: M3's 18)")

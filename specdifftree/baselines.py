@@ -64,7 +64,7 @@ def _ets_forecast(y: np.ndarray, h: int, spec: str, damped: bool = False) -> np.
 class _M4Benchmark(ClassicalMethod):
     """Deseasonalise (M4's rule), forecast the adjusted series, reseasonalise."""
 
-    def __init__(self, **_ignored):
+    def __init__(self):
         self.fallbacks = 0
 
     def adjusted_forecast(self, y: np.ndarray, h: int) -> np.ndarray:
@@ -131,7 +131,7 @@ class Comb(_M4Benchmark):
 
 
 class _Auto(ClassicalMethod):
-    def __init__(self, **_ignored):
+    def __init__(self):
         self.fallbacks = 0
 
     def model(self, period: int):

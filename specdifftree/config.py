@@ -116,11 +116,6 @@ def validate(cfg: DictConfig) -> None:
     _int_or_none(cfg, "max_new_tokens", 1, " or null (derived from the horizon)")
     _int_or_none(cfg, "budget.rollouts", 1, " or null")
     _int_or_none(cfg, "budget.tokens", 1, " or null (unlimited)")
-    _int_or_none(cfg, "method.num_rollouts", 1, "")
-    _int_or_none(cfg, "method.expansion_k", 0, " (0 or null = no cap)")
-    _int_or_none(cfg, "method.parallel_rollouts", 1, "")
-    _number(cfg, "method.temperature", 0, lo_open=True)
-    _number(cfg, "method.rollout_temperature", 0)
     _int_or_none(cfg, "dataset.context_length", 2, " or null (whole history)")
     _int_or_none(cfg, "prompt.decimals", 0, "")
     _number(cfg, "prompt.decimals", 0, 8)
@@ -135,3 +130,4 @@ def validate(cfg: DictConfig) -> None:
     _prompt_text_keys(cfg)
     if not OmegaConf.select(cfg, "method._target_"):
         raise ConfigError("method._target_ is missing: pick a method with method=<name>")
+    # the method's own settings are checked by its constructor (specdifftree.search.build)

@@ -49,73 +49,17 @@ class Experiment:
 
 
 def build_method(method_cfg) -> Method:
-    from hydra.utils import get_class
+    """The method object of ``cfg.method`` (Hydra's ``instantiate``; see
+    :mod:`specdifftree.search.build`)."""
+    from .search.build import instantiate_method
 
-    target = str(method_cfg.get("_target_"))
-    try:
-        cls = get_class(target)
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"method._target_={target!r} cannot be imported: {exc}") from exc
-    kwargs = {k: v for k, v in OmegaConf.to_container(method_cfg, resolve=True).items()
-              if k not in ("_target_", "name")}
-    from .answers import AGGREGATE_RULES
-
-    if kwargs.get("answer") in AGGREGATE_RULES:  # the runner aggregates the sample set
-        kwargs.pop("answer")
-    _check_method_keys(cls, str(method_cfg.get("name") or target), kwargs)
-    try:
-        method = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"method={method_cfg.get('name')}: {exc}") from exc
-    method.name = str(method_cfg.get("name") or method.name)
-    return method
+    return instantiate_method(OmegaConf.to_container(method_cfg, resolve=True))
 
 
 def check_method_config(method_cfg) -> None:
-    """Every key of ``method_cfg`` is a setting of its method (one :class:`ConfigError` line
-    naming the method and the key otherwise); checked before a run or sweep starts."""
-    from hydra.utils import get_class
-
-    target = str(method_cfg.get("_target_"))
-    try:
-        cls = get_class(target)
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"method._target_={target!r} cannot be imported: {exc}") from exc
-    keys = {str(k): None for k in method_cfg.keys() if k not in ("_target_", "name")}
-    _check_method_keys(cls, str(method_cfg.get("name") or target), keys)
-
-
-def method_keys(cls, name: str) -> set[str]:
-    """Keys a method accepts: named ``__init__`` parameters along its MRO, plus the keys of its
-    shipped config ``conf/method/<name>.yaml`` (values a method takes through ``**kwargs``)."""
-    import inspect
-
-    from .config import conf_dir
-
-    keys: set[str] = set()
-    for klass in inspect.getmro(cls):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
-                keys.add(p.name)
-    preset = conf_dir() / "method" / f"{name}.yaml"
-    if preset.is_file():
-        keys |= {str(k) for k in (OmegaConf.load(preset) or {}).keys()} - {"_target_", "name"}
-    return keys
-
-
-def _check_method_keys(cls, name: str, kwargs: dict) -> None:
-    import difflib
-
-    known = method_keys(cls, name)
-    for key in kwargs:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean method.{close[0]}? " if close else ""
-            raise ConfigError(f"method.{key} is not a setting of method={name}; {hint}"
-                              f"its settings: {', '.join(sorted(known)) or 'none'}")
+    """The method config builds: every key is a setting of its method and every value is valid
+    (one :class:`ConfigError` line otherwise); checked before a run or sweep starts."""
+    build_method(method_cfg)
 
 
 def is_caption_task(cfg: DictConfig) -> bool:

@@ -8,7 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from specdifftree.errors import ConfigError
-from specdifftree.search import METHODS, build
+from specdifftree.search import build, search_methods
+from specdifftree.search.build import instantiate_method, settings
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.toy import TableLM, TableSession, enumerate_sequences, exact_target, soft_value
 from specdifftree.search.stats import total_variation
@@ -16,7 +17,7 @@ from specdifftree.search.tree import tree_distribution
 
 REPO = Path(__file__).resolve().parent.parent
 EOS = 3
-ALL = list(METHODS)
+ALL = search_methods()
 SAMPLING = ["dts", "maxent_ts", "best_of_n", "sir", "smc"]
 TREE = ["mcts", "dts", "dts_star", "maxent_ts"]
 
@@ -36,7 +37,13 @@ def hashed_reward(scale=1.0):
     return fn
 
 
+#: settings a test may give every method; a method without one of them does not get it
+GENERIC = {"parallel_rollouts", "temperature", "num_rollouts", "expansion_k"}
+
+
 def run(name, seed=0, budget=None, reward=None, table=None, prompt=5, **cfg):
+    known = settings(type(build(name)))
+    cfg = {k: v for k, v in cfg.items() if k in known or k not in GENERIC}
     s = TableSession(table or lm(), prompt)
     oracle = RewardOracle(reward or hashed_reward())
     res = build(name, **cfg).search(s, oracle, budget or Budget(rollouts=25, max_new_tokens=6),
@@ -205,6 +212,7 @@ def test_nan_rewards_are_worst_finite_and_counted(name):
 def test_extreme_temperatures_and_rewards_run_clean(name, lam):
     table = TableLM.random(4, eos_ids=[EOS], seed=3, zero_prob=0.3)
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow or NaN
+        # λ goes to the methods that have one (the optimisers take no temperature)
         res, s, _ = run(name, table=table, reward=hashed_reward(1e6), temperature=lam,
                         budget=Budget(rollouts=40, max_new_tokens=6))
     assert math.isfinite(res.reward) and math.isfinite(res.logprob)
@@ -239,8 +247,10 @@ def test_method_configs_instantiate(name):
 
     cfg = OmegaConf.load(REPO / "specdifftree" / "conf" / "method" / f"{name}.yaml")
     assert cfg.name == name
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("name", "_target_")}
-    method = get_class(cfg._target_)(**kwargs)
+    # Hydra's instantiate: _target_ = the class, the other keys = its arguments (the runner keeps
+    # name and the answer rules it applies itself)
+    method = instantiate_method(OmegaConf.to_container(cfg))
+    assert isinstance(method, get_class(cfg._target_))
     assert method.name == name
     res = method.search(TableSession(lm(), 3), RewardOracle(hashed_reward()),
                         Budget(tokens=60, max_new_tokens=5), np.random.default_rng(0))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from specdifftree.search import METHODS, build
+from specdifftree.search import build, search_methods
+from specdifftree.search.build import settings
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.numerics import logsumexp
 from specdifftree.search.toy import TableLM, TableSession
@@ -34,13 +35,14 @@ def digit_reward(lm):
     return fn
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", search_methods())
 def test_every_method_runs_on_the_session(lm, prompt, name):
     from specdifftree.backend.session import Session
 
     s = Session(lm, prompt)
     D, extra = 10, 120
-    res = build(name, parallel_rollouts=2).search(
+    batched = {"parallel_rollouts": 2} if "parallel_rollouts" in settings(type(build(name))) else {}
+    res = build(name, **batched).search(
         s, RewardOracle(digit_reward(lm)), Budget(tokens=len(prompt) + extra, max_new_tokens=D),
         np.random.default_rng(0))
     assert s.tokens_processed <= len(prompt) + extra + D - 1

@@ -11,11 +11,9 @@ import sys
 import termios
 import time
 
-import pytest
+import pyte
 
 from conftest import REPO
-
-pyte = pytest.importorskip("pyte")
 
 COLS, ROWS = 220, 200
 BAR = re.compile(r"\d+%\|")            # a tqdm bar: "50%|█████     |"

@@ -206,18 +206,20 @@ class Meter:
         return max(0, n)
 
 
-def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
-    """Validate a method config value; raise ConfigError naming ``method.<name>``."""
+def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False,
+                   note: str = ""):
+    """Validate a method config value; raise ConfigError naming ``method.<name>`` (``note``: what
+    the value means, appended to the message)."""
     try:
         v = int(value) if integer else float(value)
         if integer and v != float(value):
             raise ValueError
     except (TypeError, ValueError):
         kind = "an integer" if integer else "a number"
-        raise ConfigError(f"method.{name}={value!r}: must be {kind}") from None
+        raise ConfigError(f"method.{name}={value!r}: must be {kind}{note}") from None
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"method.{name}={value!r}: must be finite and {bound}")
+        raise ConfigError(f"method.{name}={value!r}: must be finite and {bound}{note}")
     return v
 
 

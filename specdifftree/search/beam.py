@@ -30,11 +30,11 @@ from .tree import Tree
 class Beam(Method):
     name = "beam"
 
-    def __init__(self, expansion_k: int | None = 4, **_ignored):
+    def __init__(self, expansion_k: int | None = 4):
         # 0 (or null) = no cap: k is the vocabulary size (every token is tried, and the beam
         # keeps up to that many hypotheses)
         self.k = check_positive("expansion_k", 0 if expansion_k is None else expansion_k,
-                                integer=True, allow_zero=True)
+                                integer=True, allow_zero=True, note=" (0 or null = no cap)")
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:

@@ -23,7 +23,7 @@ class BestOfN(Method):
     sampling = True  # its N samples are a sample set (answer rules, see specdifftree.answers)
 
     def __init__(self, num_rollouts: int = 20, rollout_temperature: float = 1.0,
-                 parallel_rollouts: int = 1, **_ignored):
+                 parallel_rollouts: int = 1):
         self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
         self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
                                                   allow_zero=True)

@@ -17,9 +17,6 @@ class ClassicalMethod:
     name: str = "classical"
     needs_model: bool = False
 
-    def __init__(self, **_ignored):
-        pass
-
     def forecast(self, x: np.ndarray, horizon: int, period: int) -> np.ndarray:
         raise NotImplementedError
 

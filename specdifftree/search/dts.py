@@ -83,8 +83,15 @@ class DTS(TreeSearch):
     sampling = True
     default_answer = "sample"
 
-    def __init__(self, expansion_k: int | None = 0, defensive: float = 0.5, **kw):
-        super().__init__(expansion_k=0 if expansion_k is None else expansion_k, **kw)
+    def __init__(self, num_rollouts: int = 20, expansion_k: int | None = 0,
+                 temperature: float = 1.0, defensive: float = 0.5,
+                 rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
+                 num_samples: int = 8, answer: str | None = None):
+        super().__init__(num_rollouts=num_rollouts,
+                         expansion_k=0 if expansion_k is None else expansion_k,
+                         temperature=temperature, rollout_temperature=rollout_temperature,
+                         parallel_rollouts=parallel_rollouts, num_samples=num_samples,
+                         answer=answer)
         self.defensive = check_positive("defensive", defensive, allow_zero=True)
         if self.defensive >= 1:
             raise ConfigError(f"method.defensive={defensive!r}: must be in [0, 1)")
@@ -308,8 +315,13 @@ class DTSStar(DTS):
     sampling = False
     default_answer = "best"
 
-    def __init__(self, exploration: float = 1.0, expansion_k: int | None = 0, **kw):
-        super().__init__(expansion_k=expansion_k, **kw)
+    def __init__(self, num_rollouts: int = 20, expansion_k: int | None = 4,
+                 temperature: float = 1.0, exploration: float = 1.0,
+                 rollout_temperature: float = 1.0, parallel_rollouts: int = 1):
+        # an optimiser: one answer (the best found), no resamples, no defensive walks
+        super().__init__(num_rollouts=num_rollouts, expansion_k=expansion_k,
+                         temperature=temperature, rollout_temperature=rollout_temperature,
+                         parallel_rollouts=parallel_rollouts)
         self.c = check_positive("exploration", exploration, allow_zero=True)
 
     def simulated(self, run: Run, leaf: int, end: int, r: float, failed: bool) -> None:

@@ -74,13 +74,13 @@ class TreeSearch(Method):
     default_answer: str = "best"
     def __init__(self, num_rollouts: int = 20, expansion_k: int = 4, temperature: float = 1.0,
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
-                 num_samples: int = 8, answer: str | None = None, **_ignored):
+                 num_samples: int = 8, answer: str | None = None):
         self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
         if expansion_k is None:
             expansion_k = 0
         # 0 (or null) = no cap: every token with p_θ > 0 may become a child
         self.expansion_k = check_positive("expansion_k", expansion_k, integer=True,
-                                          allow_zero=True)
+                                          allow_zero=True, note=" (0 or null = no cap)")
         self.lam = check_positive("temperature", temperature)
         self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
                                                   allow_zero=True)

@@ -15,9 +15,6 @@ from .tree import Tree
 class Greedy(Method):
     name = "greedy"
 
-    def __init__(self, **_ignored):
-        pass
-
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         meter = Meter(budget, session, 1)

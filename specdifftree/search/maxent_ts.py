@@ -60,8 +60,15 @@ class MaxEntTS(TreeSearch):
     sampling = True
     default_answer = "best"
 
-    def __init__(self, epsilon: float = 0.1, **kw):
-        super().__init__(**kw)
+    def __init__(self, num_rollouts: int = 20, expansion_k: int | None = 4,
+                 temperature: float = 1.0, epsilon: float = 0.1,
+                 rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
+                 num_samples: int = 8, answer: str | None = None):
+        super().__init__(num_rollouts=num_rollouts,
+                         expansion_k=0 if expansion_k is None else expansion_k,
+                         temperature=temperature, rollout_temperature=rollout_temperature,
+                         parallel_rollouts=parallel_rollouts, num_samples=num_samples,
+                         answer=answer)
         self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
 
     def expand(self, run: Run, x: int) -> None:

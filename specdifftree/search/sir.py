@@ -52,7 +52,7 @@ class SIR(Method):
     sampling = True  # its samples are a sample set (answer rules, specdifftree.answers)
 
     def __init__(self, num_rollouts: int = 20, temperature: float = 1.0, parallel_rollouts: int = 1,
-                 num_samples: int = 8, answer: str = "sample", **_ignored):
+                 num_samples: int = 8, answer: str = "sample"):
         self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
         self.lam = check_positive("temperature", temperature)
         self.parallel_rollouts = check_positive("parallel_rollouts", parallel_rollouts, integer=True)

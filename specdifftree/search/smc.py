@@ -55,7 +55,7 @@ class SMC(Method):
 
     def __init__(self, num_rollouts: int = 20, temperature: float = 1.0, block_size: int = 0,
                  potential: str = "lookahead", resample_threshold: float = 0.5,
-                 num_samples: int = 8, answer: str = "sample", **_ignored):
+                 num_samples: int = 8, answer: str = "sample"):
         self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
         self.lam = check_positive("temperature", temperature)
         self.block_size = check_positive("block_size", block_size, integer=True, allow_zero=True)

@@ -1,0 +1,107 @@
+"""Methods are built from their config by Hydra's ``instantiate``: ``_target_`` is the class and
+the other keys are its ``__init__`` arguments, so the constructor's signature is the schema.
+
+Two keys belong to the runner, not to the class: ``name`` (the label in results) and ``answer``
+when the method has no ``answer`` argument or the rule is one the runner applies to the sample set
+(``median``, ``mean``; see :mod:`specdifftree.answers`). Any other key the class does not take is a
+:class:`ConfigError` naming it, with the closest setting and the list of settings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+
+#: keys of a method config read by the runner
+RUNNER_KEYS = ("_target_", "name", "answer")
+
+
+def method_class(target: str, name: str | None = None) -> type:
+    from hydra.utils import get_class
+
+    try:
+        return get_class(str(target))
+    except Exception as exc:  # noqa: BLE001 - Hydra wraps import errors in several types
+        label = f"method={name}: " if name else ""
+        raise ConfigError(f"{label}method._target_={target!r} cannot be imported: "
+                          f"{str(exc).splitlines()[0]}") from None
+
+
+def settings(cls: type) -> list[str]:
+    """The keyword arguments of ``cls.__init__`` (its config keys besides :data:`RUNNER_KEYS`)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name != "self"
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_keys(cls: type, name: str, keys) -> None:
+    """Every key is a setting of the method (or a runner key); one ConfigError line otherwise."""
+    known = settings(cls)
+    for key in keys:
+        if key in RUNNER_KEYS or key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"did you mean method.{close[0]}? " if close else ""
+        raise ConfigError(f"method.{key} is not a setting of method={name}; {hint}"
+                          f"its settings: {', '.join(known) or 'none'}")
+
+
+def instantiate_method(config: Mapping[str, Any]):
+    """The method object of a method config (``_target_``, ``name`` and the class's arguments)."""
+    from hydra.utils import instantiate
+
+    from ..answers import AGGREGATE_RULES, check_rule, is_sampling
+
+    config = dict(config)
+    target = config.get("_target_")
+    name = str(config.get("name") or target)
+    if not target:
+        raise ConfigError("method._target_ is missing: pick a method with method=<name>")
+    cls = method_class(target, name)
+    check_keys(cls, name, config)
+    args = {k: v for k, v in config.items() if k not in ("name",)}
+    if "answer" in args and ("answer" not in settings(cls) or args["answer"] in AGGREGATE_RULES):
+        args.pop("answer")  # the runner applies it (specdifftree.answers)
+    try:
+        method = instantiate(args, _convert_="all")
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Hydra wraps the constructor's own error
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"method={name}: {str(cause).splitlines()[0]}") from None
+    method.name = str(config.get("name") or method.name)
+    check_rule(config.get("answer"), method.name, is_sampling(method),
+               getattr(method, "needs_model", True))
+    return method
+
+
+def method_names() -> list[str]:
+    """The shipped method configs (``specdifftree/conf/method/*.yaml``)."""
+    from ..config import conf_dir
+
+    return sorted(p.stem for p in (conf_dir() / "method").glob("*.yaml"))
+
+
+def build(name: str, **config):
+    """Method ``name`` with ``config`` as its arguments (the class's defaults for the others): the
+    class is the ``_target_`` of ``conf/method/<name>.yaml``. For tests and scripts; runs use the
+    composed config (:func:`instantiate_method`)."""
+    from omegaconf import OmegaConf
+
+    from ..config import conf_dir
+
+    path = conf_dir() / "method" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"method={name!r} is unknown: use one of {', '.join(method_names())}")
+    target = OmegaConf.load(path).get("_target_")
+    return instantiate_method({"_target_": target, "name": name, **config})
+
+
+def search_methods() -> list[str]:
+    """The shipped configs of methods that search with a language model."""
+    return [n for n in method_names() if build(n).needs_model]
