@@ -53,7 +53,9 @@ def build_method(method_cfg) -> Method:
     :mod:`specdifftree.search.build`)."""
     from .search.build import instantiate_method
 
-    return instantiate_method(OmegaConf.to_container(method_cfg, resolve=True))
+    if OmegaConf.is_config(method_cfg):
+        method_cfg = OmegaConf.to_container(method_cfg, resolve=True)
+    return instantiate_method(method_cfg)
 
 
 def check_method_config(method_cfg) -> None:

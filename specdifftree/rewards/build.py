@@ -47,16 +47,24 @@ from .base import RewardContext
 
 log = logging.getLogger("specdifftree.rewards")
 
-#: built-in reward names (usable as composite components / spectral ``task`` without _target_)
-BUILTINS = {
-    "spectral": "specdifftree.rewards.spectral.SpectralReward",
-    "oracle_smape": "specdifftree.rewards.oracle.OracleSMAPE",
-    "oracle_mase": "specdifftree.rewards.oracle.OracleMASE",
-    "format": "specdifftree.rewards.format.FormatReward",
-    "caption_similarity": "specdifftree.rewards.caption.CaptionSimilarity",
-    "oracle_caption_similarity": "specdifftree.rewards.caption.CaptionSimilarity",
-    "composite": "specdifftree.rewards.composite.CompositeReward",
-}
+def builtin_rewards() -> dict[str, str]:
+    """Built-in reward name -> class path, read from the shipped reward configs
+    (``specdifftree/conf/reward/*.yaml``: the file name and its ``name``, e.g. ``caption_similarity``
+    and ``oracle_caption_similarity``): usable as composite components or spectral ``task``
+    without a ``_target_``."""
+    from omegaconf import OmegaConf
+
+    from ..config import conf_dir
+
+    out: dict[str, str] = {}
+    for path in sorted((conf_dir() / "reward").glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        if cfg.get("_target_"):
+            out[path.stem] = str(cfg._target_)
+            out.setdefault(str(cfg.get("name") or path.stem), str(cfg._target_))
+    return out
+
+
 SAFE_KEYS = ("invalid_penalty", "failure_reward")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 DEFAULT_FAILURE_REWARD = -1000.0
@@ -226,11 +234,12 @@ def _build(reward_cfg, component: bool) -> SafeReward:
     name = cfg.pop("name", None)
     target = cfg.pop("_target_", None)
     if target is None:
-        if name in BUILTINS:
-            target = BUILTINS[name]
+        builtins = builtin_rewards()
+        if name in builtins:
+            target = builtins[name]
         else:
             raise ConfigError(f"reward {name!r} has no _target_; set reward._target_=module.callable "
-                              f"or use a built-in reward ({', '.join(sorted(BUILTINS))})")
+                              f"or use a built-in reward ({', '.join(sorted(builtins))})")
     if name is None:
         name = str(target).rsplit(".", 1)[-1].lower()
     if not isinstance(name, str) or not NAME.match(name):
@@ -265,9 +274,10 @@ def build_component(key: str, spec) -> SafeReward:
     kind = spec.pop("type", None)
     if "_target_" not in spec:
         kind = kind or spec.get("name") or key
-        if kind not in BUILTINS:
+        builtins = builtin_rewards()
+        if kind not in builtins:
             raise ConfigError(f"reward component {key!r}: unknown built-in reward {kind!r}; give "
-                              f"_target_ or type: one of {', '.join(sorted(BUILTINS))}")
-        spec["_target_"] = BUILTINS[kind]
+                              f"_target_ or type: one of {', '.join(sorted(builtins))}")
+        spec["_target_"] = builtins[kind]
     spec.setdefault("name", key)
     return _build(spec, component=True)
