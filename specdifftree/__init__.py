@@ -10,7 +10,7 @@ Importing the package loads the fast BLAS for MLX on Linux (:func:`specdifftree.
 import specdifftree before mlx). The first run prints the BLAS and the device in use, once.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from ._blaslib import preload as _preload_blas
 

@@ -245,7 +245,7 @@ class ResultsWriter:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
 
     def _quarantine(self, scan: Scan) -> None:
-        from .rundir import atomic_write, fsync_dir
+        from .atomic import atomic_write, fsync_dir
 
         side = self.run_dir / REJECTED_FILE
         with side.open("a") as fh:
@@ -283,7 +283,7 @@ class ResultsWriter:
             view = view[n:]
 
     def write_summary(self) -> pd.DataFrame:
-        from .rundir import atomic_write
+        from .atomic import atomic_write
 
         df = summarize(self.rows)
         atomic_write(self.run_dir / SUMMARY_FILE, df.to_csv(index=False))

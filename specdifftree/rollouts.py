@@ -273,7 +273,7 @@ class SamplesWriter:
             if bad:
                 self._quarantine(bad)
             if bad or self.dropped:
-                from .rundir import atomic_write
+                from .atomic import atomic_write
 
                 atomic_write(self.path, b"".join(keep))
                 log.info("%s: %d line(s) of series without a results row dropped (they run "
@@ -283,7 +283,7 @@ class SamplesWriter:
     def _quarantine(self, bad) -> None:
         from datetime import datetime, timezone
 
-        from .rundir import fsync_dir
+        from .atomic import fsync_dir
 
         side = self.run_dir / SAMPLES_REJECTED_FILE
         now = datetime.now(timezone.utc).isoformat()
