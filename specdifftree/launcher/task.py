@@ -104,7 +104,10 @@ class JobTask:
                 value = self.job_fn(cfg, handle)
             except SystemExit as sysexit:  # a job function raises; one that exits fails too
                 if sysexit.code not in (None, 0):
-                    exc = RuntimeError(f"job exited with code {sysexit.code}")
+                    try:  # raised, so that its traceback shows where the job exited
+                        raise RuntimeError(f"job exited with code {sysexit.code}") from sysexit
+                    except RuntimeError as err:
+                        exc = err
             except Exception as err:  # noqa: BLE001 - recorded; the sweep goes on
                 exc = err
         except KeyboardInterrupt as kbd:
