@@ -108,3 +108,30 @@ def test_a_dir_of_another_job_is_refused_without_running(tmp_path):
     assert result.failed and "holds results of another job" in result.error
     assert "new hydra.sweep.dir" in result.error and result.record["traceback"] is None
     assert len(calls) == 1 and (tmp_path / "results.jsonl").read_bytes() == rows
+
+
+def test_a_job_whose_config_does_not_compose_reaches_the_failure_list(tmp_path, capsys):
+    """The launcher records a job that never ran (its config did not compose) with the same
+    wrapper, and hands it to the callbacks as Hydra does for the jobs it runs."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.types import HydraContext
+
+    from specdifftree.config import compose as compose_with_hydra
+    from specdifftree.errors import ConfigError
+    from specdifftree.launcher.callback import SweepExitCode
+    from specdifftree.launcher.sequential import PlannedJob, SequentialSweep
+
+    config = compose_with_hydra([f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+    callbacks = Callbacks(config)
+    (exit_code,) = [c for c in callbacks.callbacks if isinstance(c, SweepExitCode)]
+    sweep = SequentialSweep(hydra_context=HydraContext(config_loader=None, callbacks=callbacks),
+                            task_function=None, config=config)
+    result, ret = sweep.run_one(PlannedJob(num=7, overrides=["seed=x"],
+                                           error=ConfigError("seed=x: not an integer")), 0)
+    assert result.failed and result.error == "seed=x: not an integer"
+    assert ret.return_value is result
+    assert [f["job_num"] for f in exit_code.failures] == [7]
+    with pytest.raises(SystemExit) as stop:
+        callbacks.on_multirun_end(config=config)
+    assert stop.value.code == 1
+    assert "#7 [seed=x]: seed=x: not an integer" in capsys.readouterr().err
