@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from .jobinfo import job_identity, read_job_info
-from .task import JobResult, JobTask, _now
+from .jobinfo import job_identity, needs_model, read_job_info
+from .task import JobResult, JobTask, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,6 @@ class PlannedJob:
     dataset_key: str | None = None
     error: BaseException | None = None    # the config could not be composed
     extra: dict = field(default_factory=dict)
-
-
-def _needs_model(method_cfg) -> bool:
-    from hydra.utils import get_class
-
-    try:
-        return bool(getattr(get_class(str(method_cfg.get("_target_"))), "needs_model", True))
-    except Exception:  # noqa: BLE001 - the job reports a bad target itself
-        return False
 
 
 def _task_config(config: DictConfig) -> DictConfig:
@@ -150,7 +141,7 @@ class SequentialSweep:
             job.error = exc
             return job
         try:
-            if _needs_model(job.task_cfg.method):
+            if needs_model(job.task_cfg.method):
                 job.model_key = modelcache.model_key(job.task_cfg.model)
         except Exception:  # noqa: BLE001 - e.g. a missing model.path; the job reports it
             job.model_key = None
@@ -212,7 +203,7 @@ class SequentialSweep:
 
         from ..rundir import atomic_write
 
-        data = {"sweep_dir": str(sweep_dir), "updated_at": _now(),
+        data = {"sweep_dir": str(sweep_dir), "updated_at": now_iso(),
                 "jobs": [self.records[k] for k in sorted(self.records)]}
         atomic_write(sweep_dir / SWEEP_FILE, json.dumps(data, indent=2, default=str) + "\n")
 

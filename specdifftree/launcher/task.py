@@ -55,7 +55,7 @@ class JobResult:
         return f"JobResult(#{self.record.get('job_num')} {self.status}{tail})"
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
@@ -131,7 +131,7 @@ class JobTask:
                 "status": None, "model_cache_hit": None, "wall_time_s": 0.0, "error": None,
                 "traceback": None, "n_expected": None, "n_results": None,
                 "job_dir": str(self.job_dir) if self.job_dir is not None else None,
-                "started_at": _now(), "finished_at": None, "launcher": self.launcher}
+                "started_at": now_iso(), "finished_at": None, "launcher": self.launcher}
 
     def _check(self, cfg, record: dict) -> tuple[str, BaseException | None] | None:
         """Before the job runs: ``("failed", error)`` for a job dir of another job or
@@ -172,7 +172,7 @@ class JobTask:
 
         record["status"] = status
         record["wall_time_s"] = round(time.perf_counter() - t0, 4)
-        record["finished_at"] = _now()
+        record["finished_at"] = now_iso()
         if exc is not None:
             record["error"] = error_line(exc)
             if not isinstance(exc, SpecDiffTreeError):  # a user error needs no traceback
