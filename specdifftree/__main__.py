@@ -316,9 +316,9 @@ def _fail_with(exc: Exception) -> None:
           "traceback)", 1)
 
 
-def task_function(current: dict):
-    """The function Hydra runs for each job; ``current["run"]`` is the handle of the latest run
-    (the one :func:`main` names on Ctrl-C)."""
+def task_function(runs: list):
+    """The function Hydra runs for each job. Each run's handle is appended to ``runs``: the run
+    dir that :func:`main` names on Ctrl-C is the latest one claimed."""
     from .runner import RunHandle
 
     def task(cfg, handle=None):
@@ -326,7 +326,8 @@ def task_function(current: dict):
         ``handle`` and records a failure itself; otherwise (a single run, a job of another
         launcher) a failure ends the process with one line."""
         wrapped = handle is not None
-        current["run"] = handle = handle if wrapped else RunHandle()
+        handle = handle if wrapped else RunHandle()
+        runs.append(handle)
         if wrapped:
             return _run(cfg, handle)
         try:
@@ -358,12 +359,12 @@ def main() -> None:
     from .config import conf_dir
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    current: dict = {}
+    runs: list = []  # the RunHandle of each run of this process, latest last
     try:
         hydra.main(config_path=str(conf_dir()), config_name="config",
-                   version_base="1.3")(task_function(current))()
+                   version_base="1.3")(task_function(runs))()
     except KeyboardInterrupt:
-        d = getattr(current.get("run"), "run_dir", None)
+        d = next((h.run_dir for h in reversed(runs) if h.run_dir is not None), None)
         if multirun:  # a job's run dir is <sweep dir>/<job>
             _interrupted(str(d.parent) if d else None, True)
         _interrupted(str(d) if d else None, False)
