@@ -161,7 +161,9 @@ def load_samples(cfg: DictConfig) -> list:
     return select(series, cfg.num_samples, int(subset_seed or 0))
 
 
-def prepare(cfg: DictConfig) -> Experiment:
+def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
+    """Build the experiment of ``cfg``; ``handle``, if given, learns whether the model came from
+    the process's model cache as soon as it is got (kept if a later check fails)."""
     validate(cfg)
     method = build_method(cfg.method)
     task = build_task(cfg)
@@ -175,6 +177,8 @@ def prepare(cfg: DictConfig) -> Experiment:
         from .modelcache import get_model
 
         lm, hit = get_model(cfg.model)
+        if handle is not None:
+            handle.model_cache_hit = hit
         if cfg.backend.get("kv_bits") is not None:  # a quantization the model cannot take fails here
             from .backend.snapshot import check_kv_quantization
 
@@ -378,10 +382,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
     ``config.yaml``. The DataFrame holds exactly this config's rows, one per selected series in
     sample order (resumed ones included). ``handle``, if given, is filled in as the run goes on.
     """
-    exp = prepare(cfg)
-    if handle is not None:
-        handle.model_cache_hit = exp.model_cache_hit
-    return execute(exp, run_dir, handle)
+    return execute(prepare(cfg, handle), run_dir, handle)
 
 
 def _expected_keys(exp: Experiment) -> list[tuple]:

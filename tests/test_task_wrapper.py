@@ -73,6 +73,11 @@ def test_a_job_that_fails_is_recorded_and_returned_with_its_model_cache_hit(tmp_
     assert type(result.exception).__name__ == "RunDirError"
     assert _job_json(bad_dir) == json.loads(json.dumps(result.record))
     assert _job_json(bad_dir)["overrides"] == common + ["seed=1"]
+    # a check after the model is got (here its KV cache cannot be quantized) keeps the hit too
+    kv = common + ["backend.kv_bits=3"]
+    result = _task(tmp_path / "2", calls, kv, num=2)(compose(kv + QUIET))
+    assert result.failed and "cannot be quantized" in result.error
+    assert result.record["model_cache_hit"] is True
 
 
 @pytest.mark.parametrize("body,error", [
