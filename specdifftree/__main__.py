@@ -278,30 +278,21 @@ def _in_multirun() -> bool:
         return False
 
 
-def _task(cfg) -> None:
+def _run(cfg, handle):
+    """The CLI's job: run the experiment, then print its summary (a single run) or log its flags
+    (a sweep job: the sweep's table comes at its end). Raises the run's failures; ``handle``
+    (:class:`specdifftree.runner.RunHandle`) keeps what the run reported, e.g. its dir."""
     from .console import announce_runtime, write
-    from .errors import SpecDiffTreeError
+    from .flags import summary_flags
     from .runner import run
 
     announce_runtime()
-    try:
-        df = run(cfg)
-    except SpecDiffTreeError as exc:
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - never a bare traceback; the log keeps it
-        logging.getLogger("specdifftree").debug("unexpected error", exc_info=True)
-        _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(a bug: please report it with the command line; HYDRA_FULL_ERROR=1 shows the "
-              "traceback)", 1)
+    df = run(cfg, handle=handle)
     run_dir = df.attrs.get("run_dir")
-    from .flags import summary_flags
-
     if _in_multirun():  # one table for the whole sweep at its end (SweepTable)
         for line in summary_flags(run_dir):
             logging.getLogger("specdifftree").warning(line)
-        return
+        return df
     sys.stderr.flush()
     if cfg.output.get("print_summary", True):
         from .report_table import summary_table
@@ -310,6 +301,43 @@ def _task(cfg) -> None:
     for line in summary_flags(run_dir):
         write(f"warning: {line}", file=sys.stderr)
     write(f"run dir: {run_dir}")
+    return df
+
+
+def _fail_with(exc: Exception) -> None:
+    """A run's failure as one line and its exit code (2 for a user error, 1 for a bug)."""
+    from .errors import SpecDiffTreeError
+
+    if isinstance(exc, SpecDiffTreeError):
+        _fail(str(exc), exc.exit_code)
+    logging.getLogger("specdifftree").debug("unexpected error", exc_info=exc)
+    _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+          "(a bug: please report it with the command line; HYDRA_FULL_ERROR=1 shows the "
+          "traceback)", 1)
+
+
+def task_function(runs: list):
+    """The function Hydra runs for each job. Each run's handle is appended to ``runs``: the run
+    dir that :func:`main` names on Ctrl-C is the latest one claimed."""
+    from .runner import RunHandle
+
+    def task(cfg, handle=None):
+        """The sweep's task wrapper (:class:`specdifftree.launcher.task.JobTask`) passes its
+        ``handle`` and records a failure itself; otherwise (a single run, a job of another
+        launcher) a failure ends the process with one line."""
+        wrapped = handle is not None
+        handle = handle if wrapped else RunHandle()
+        runs.append(handle)
+        if wrapped:
+            return _run(cfg, handle)
+        try:
+            return _run(cfg, handle)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - never a bare traceback; the log keeps it
+            _fail_with(exc)
+
+    return task
 
 
 def main() -> None:
@@ -328,17 +356,18 @@ def main() -> None:
 
     import hydra
 
-    from . import runner
     from .config import conf_dir
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    runs: list = []  # the RunHandle of each run of this process, latest last
     try:
-        hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_task)()
+        hydra.main(config_path=str(conf_dir()), config_name="config",
+                   version_base="1.3")(task_function(runs))()
     except KeyboardInterrupt:
-        if multirun:
-            d = runner.LAST_RUN_DIR.get("dir")
-            _interrupted(str(__import__("pathlib").Path(d).parent) if d else None, True)
-        _interrupted(runner.LAST_RUN_DIR.get("dir"), False)
+        d = next((h.run_dir for h in reversed(runs) if h.run_dir is not None), None)
+        if multirun:  # a job's run dir is <sweep dir>/<job>
+            _interrupted(str(d.parent) if d else None, True)
+        _interrupted(str(d) if d else None, False)
 
 
 if __name__ == "__main__":

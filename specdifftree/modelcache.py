@@ -2,8 +2,8 @@
 
 Jobs of a sweep that run in one process (``hydra/launcher=sequential``) share them: the first job
 that needs a model or dataset loads it, later ones hit the cache. The sweep launcher releases an
-entry once no remaining job needs it (:func:`release_unused`). :data:`STATS` counts loads and hits
-so the launcher can tell, per job, whether its model came from the cache.
+entry once no remaining job needs it (:func:`release_unused`). Whether a job's model came from the
+cache is what :func:`get_model` returns to that job (the runner records it per run).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
+# the caches: resolved config key -> loaded model / list of series
 _MODELS: dict = {}
 _DATASETS: dict = {}
-# counters since process start; the launcher diffs them around each job
-STATS = {"model_loads": 0, "model_hits": 0, "dataset_loads": 0, "dataset_hits": 0}
 
 
 def config_key(cfg) -> str:
@@ -52,13 +51,11 @@ def get_model(model_cfg):
     """The model for ``model_cfg`` and whether it came from the cache: ``(LoadedModel, hit)``."""
     key = model_key(model_cfg)
     if key in _MODELS:
-        STATS["model_hits"] += 1
         return _MODELS[key], True
     from .backend.loader import load
 
     lm = load(model_cfg)
     _MODELS[key] = lm
-    STATS["model_loads"] += 1
     return lm, False
 
 
@@ -69,7 +66,6 @@ def get_series(dataset_cfg):
     """
     key = dataset_key(dataset_cfg)
     if key in _DATASETS:
-        STATS["dataset_hits"] += 1
         return _DATASETS[key], True
     if dataset_cfg.get("source") == "m4_captions":
         from .tasks.captions import load_caption_samples as load_series
@@ -78,7 +74,6 @@ def get_series(dataset_cfg):
 
     series = load_series(dataset_cfg)
     _DATASETS[key] = series
-    STATS["dataset_loads"] += 1
     return series, False
 
 

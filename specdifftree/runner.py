@@ -30,8 +30,16 @@ from .tasks.serialize import Serializer
 from .tasks.series import Series
 
 log = logging.getLogger(__name__)
-#: the dir of the run in progress (or last run) in this process: the CLI names it on Ctrl-C
-LAST_RUN_DIR: dict = {}
+
+
+@dataclass
+class RunHandle:
+    """What the caller of :func:`run` learns while the run goes on, kept when it fails or is
+    interrupted: the run dir once it is claimed (the CLI names it on Ctrl-C) and whether the model
+    came from the process's model cache (a sweep job's ``job.json``)."""
+
+    run_dir: Path | None = None
+    model_cache_hit: bool | None = None
 
 
 @dataclass
@@ -99,7 +107,9 @@ def load_samples(cfg: DictConfig) -> list:
     return select(series, cfg.num_samples, int(subset_seed or 0))
 
 
-def prepare(cfg: DictConfig) -> Experiment:
+def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
+    """Build the experiment of ``cfg``; ``handle``, if given, learns whether the model came from
+    the process's model cache as soon as it is got (kept if a later check fails)."""
     validate(cfg)
     method = build_method(cfg.method)
     task = build_task(cfg)
@@ -113,6 +123,8 @@ def prepare(cfg: DictConfig) -> Experiment:
         from .modelcache import get_model
 
         lm, hit = get_model(cfg.model)
+        if handle is not None:
+            handle.model_cache_hit = hit
         if cfg.backend.get("kv_bits") is not None:  # a quantization the model cannot take fails here
             from .backend.snapshot import check_kv_quantization
 
@@ -307,26 +319,29 @@ def default_run_dir() -> Path:
         return Path("outputs/runs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
-def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
+def run(cfg: DictConfig, run_dir: str | Path | None = None,
+        handle: RunHandle | None = None) -> pd.DataFrame:
     """Run one experiment and return its per-sample results as a DataFrame.
 
     Results are written to ``run_dir`` (default: the Hydra run dir, or ``outputs/runs/<time>``
     outside Hydra): ``results.jsonl``, ``summary.csv``, ``run.json`` and, outside Hydra,
     ``config.yaml``. The DataFrame holds exactly this config's rows, one per selected series in
-    sample order (resumed ones included).
+    sample order (resumed ones included). ``handle``, if given, is filled in as the run goes on.
     """
-    return execute(prepare(cfg), run_dir)
+    return execute(prepare(cfg, handle), run_dir, handle)
 
 
 def _expected_keys(exp: Experiment) -> list[tuple]:
     return [(exp.method.name, exp.cfg.dataset.name, int(exp.cfg.seed), s.id) for s in exp.samples]
 
 
-def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
+def execute(exp: Experiment, run_dir: str | Path | None = None,
+            handle: RunHandle | None = None) -> pd.DataFrame:
     """Run the samples of a prepared experiment, writing each row as it is produced.
 
     The run dir is locked and checked against this experiment's fingerprint first
     (:mod:`specdifftree.rundir`); rows already written for this config are kept (resume).
+    ``handle``, if given, gets the run dir as soon as it is claimed.
     """
     from .preflight import preflight
     from .rundir import (RunDirError, atomic_write, claim, describe_oserror, fingerprint,
@@ -338,7 +353,8 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
     fp = fingerprint(cfg, exp.lm, exp.samples)
     c = claim(run_dir, fp, provenance(cfg, exp.lm, fp), resume=bool(cfg.get("resume", True)))
     run_dir = c.run_dir
-    LAST_RUN_DIR["dir"] = str(run_dir)
+    if handle is not None:
+        handle.run_dir = run_dir
     status = "failed"
     writer = None
     try:

@@ -749,6 +749,7 @@ def test_ctrl_c_in_a_sweep_is_one_line(tmp_path):
     assert p.returncode == 130, err[-2000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("specdifftree:")]
     assert len(lines) == 1 and "hydra.sweep.dir=" in lines[0] and "Traceback" not in err
+    assert f"hydra.sweep.dir={tmp_path} to resume" in lines[0], lines[0]  # the interrupted sweep's
 
 
 def _child(run_dir: str, crash_at: str, overrides: list[str]) -> None:

@@ -1,7 +1,9 @@
-"""Hydra callback that ends a multirun with exit code 1 when any job of the sweep failed.
+"""Hydra callbacks of a multirun: the failed jobs and exit code 1, the sweep's table.
 
-The sequential launcher keeps failed jobs from stopping the sweep; once every batch has run, this
-lists them (job number, overrides, error, job dir) on stderr and exits 1.
+The sequential launcher keeps failed jobs from stopping the sweep: each job's task wrapper returns
+a :class:`specdifftree.launcher.task.JobResult`, which Hydra hands to the callbacks when the job
+ends. :class:`SweepExitCode` keeps the failed ones; once every batch has run, it lists them (job
+number, overrides, error, job dir) on stderr and exits 1.
 """
 
 from __future__ import annotations
@@ -22,16 +24,28 @@ def format_failures(failures: list[dict]) -> str:
 
 
 class SweepExitCode(Callback):
-    def on_multirun_start(self, config, **kwargs) -> None:
-        from .sequential import FAILURES
+    """Lists the sweep's failed jobs at its end and exits 1 (none failed: nothing)."""
 
-        FAILURES.clear()
+    def __init__(self) -> None:
+        self.failures: list[dict] = []  # job.json records of this multirun's failed jobs
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.failures = []
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+
+        from .task import JobResult
+
+        if job_return.status != JobStatus.COMPLETED:  # Hydra's own failure: Hydra reports it
+            return
+        result = job_return.return_value
+        if isinstance(result, JobResult) and result.failed:
+            self.failures.append(dict(result.record))
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from .sequential import FAILURES
-
-        if FAILURES:
-            print(format_failures(FAILURES), file=sys.stderr, flush=True)
+        if self.failures:
+            print(format_failures(self.failures), file=sys.stderr, flush=True)
             raise SystemExit(1)
 
 

@@ -34,6 +34,17 @@ def job_identity(overrides) -> tuple[str, ...]:
                         if not str(o).lstrip("+~").startswith(_NEUTRAL)))
 
 
+def needs_model(method_cfg) -> bool:
+    """Whether the method of ``method_cfg`` uses a language model (False for a bad target: the
+    job reports it when it runs)."""
+    from hydra.utils import get_class
+
+    try:
+        return bool(getattr(get_class(str(method_cfg.get("_target_"))), "needs_model", True))
+    except Exception:  # noqa: BLE001 - the job reports a bad target itself
+        return False
+
+
 def read_job_info(job_dir: str | Path) -> dict | None:
     path = Path(job_dir) / JOB_FILE
     if not path.is_file():
@@ -98,9 +109,7 @@ def recorded_fingerprint_diff(job_dir: str | Path, cfg) -> list[str] | None:
     if not old:
         return None
     try:
-        from .sequential import _needs_model
-
-        new = planned_fingerprint(cfg, load_samples(cfg), _needs_model(cfg.method))
+        new = planned_fingerprint(cfg, load_samples(cfg), needs_model(cfg.method))
     except Exception:  # noqa: BLE001 - the job reports a bad config, model or dataset itself
         return None
     return diff_fingerprints(old, new)

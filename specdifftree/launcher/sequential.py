@@ -4,48 +4,33 @@
   the jobs that need them; jobs are reordered so that jobs sharing a model (then a dataset) run
   together, and a model is released — MLX's buffer cache cleared — once no remaining job needs it.
   Job numbers (and so job dirs) keep Hydra's order, so a re-run maps each job to the same dir.
-* A failing job (an exception, or ``sys.exit`` from the CLI's error path) does not stop the sweep.
-  The failures are listed at the end with their overrides and errors, and the exit code is 1
-  (:class:`specdifftree.launcher.callback.SweepExitCode`).
-* Resume: a job whose ``results.jsonl`` already holds every sample it selects, written by the same
-  config (``run.json``), is skipped; a job cut off mid-way runs again and the runner continues
-  after its last written sample (or stops with one line when the dir holds another config's).
-* Each job dir gets ``job.json`` (:mod:`.jobinfo`); the sweep dir gets ``sweep.json`` (all jobs).
+* Each job runs through the task wrapper (:class:`.task.JobTask`), which holds the job's
+  bookkeeping: it skips a complete job (resume), catches a failure, writes ``job.json``
+  (:mod:`.jobinfo`) and returns a :class:`.task.JobResult`. A failing job does not stop the
+  sweep: Hydra hands each job's result to the callbacks, and
+  :class:`specdifftree.launcher.callback.SweepExitCode` lists the failures at the end with their
+  overrides and errors, and exits 1.
+* This module keeps the rest: composing each job's config, its dir (a grown or reordered sweep
+  finds the dirs of its jobs again), the order of the jobs, releasing models, ``sweep.json``.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import time
-import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from .jobinfo import (expected_keys, job_identity, read_job_info, recorded_fingerprint_diff,
-                      result_keys, write_job_info)
+from .jobinfo import job_identity, needs_model, read_job_info
+from .task import JobResult, JobTask, now_iso
 
 log = logging.getLogger(__name__)
 
 CALLBACK_TARGET = "specdifftree.launcher.callback.SweepExitCode"
 SWEEP_FILE = "sweep.json"
-
-# Failed jobs of the current multirun in this process (read by the exit-code callback).
-FAILURES: list[dict] = []
-
-
-class JobFailure:
-    """The return value handed to Hydra for a failed job when the exit-code callback reports it."""
-
-    def __init__(self, info: dict):
-        self.info = info
-
-    def __repr__(self) -> str:
-        return f"JobFailure(#{self.info.get('job_num')}: {self.info.get('error')})"
 
 
 @dataclass
@@ -59,28 +44,6 @@ class PlannedJob:
     dataset_key: str | None = None
     error: BaseException | None = None    # the config could not be composed
     extra: dict = field(default_factory=dict)
-
-
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def error_line(exc: BaseException) -> str:
-    from ..errors import SpecDiffTreeError
-
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, SpecDiffTreeError):
-        return msg or type(exc).__name__
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
-def _needs_model(method_cfg) -> bool:
-    from hydra.utils import get_class
-
-    try:
-        return bool(getattr(get_class(str(method_cfg.get("_target_"))), "needs_model", True))
-    except Exception:  # noqa: BLE001 - the job reports a bad target itself
-        return False
 
 
 def _task_config(config: DictConfig) -> DictConfig:
@@ -156,8 +119,7 @@ class SequentialSweep:
         # after the batch and exits 1); with it, they do after every batch has run.
         self.exit_code_by_callback = any(
             str((c or {}).get("_target_", "")) == CALLBACK_TARGET for c in callbacks.values())
-        self.records: dict[int, dict] = {}
-        FAILURES.clear()
+        self.records: dict[int, dict] = {}  # job.json of every job launched, for sweep.json
 
     # ------------------------------------------------------------------------------- planning
 
@@ -179,7 +141,7 @@ class SequentialSweep:
             job.error = exc
             return job
         try:
-            if _needs_model(job.task_cfg.method):
+            if needs_model(job.task_cfg.method):
                 job.model_key = modelcache.model_key(job.task_cfg.model)
         except Exception:  # noqa: BLE001 - e.g. a missing model.path; the job reports it
             job.model_key = None
@@ -216,7 +178,8 @@ class SequentialSweep:
         try:
             for pos, job in enumerate(order):
                 log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}")
-                info, ret = self.run_one(job, pos)
+                result, ret = self.run_one(job, pos)
+                info = result.record
                 returns[job.num] = ret
                 counts[info["status"]] += 1
                 self.records[job.num] = info
@@ -240,11 +203,38 @@ class SequentialSweep:
 
         from ..rundir import atomic_write
 
-        data = {"sweep_dir": str(sweep_dir), "updated_at": _now(),
+        data = {"sweep_dir": str(sweep_dir), "updated_at": now_iso(),
                 "jobs": [self.records[k] for k in sorted(self.records)]}
         atomic_write(sweep_dir / SWEEP_FILE, json.dumps(data, indent=2, default=str) + "\n")
 
-    def _job_return(self, job: PlannedJob, info: dict, ret=None):
+    def run_one(self, job: PlannedJob, position: int) -> tuple[JobResult, Any]:
+        """Run one job through its task wrapper in its dir (Hydra's ``run_job``: the job's
+        config, logging and callbacks); returns its result and what goes back to Hydra."""
+        from hydra.core.utils import run_job
+
+        task = JobTask(self.task_function, num=job.num, overrides=job.overrides,
+                       job_dir=job.job_dir, order=position, skip_complete=self.skip_complete)
+        failure, ret = job.error, None
+        if failure is None:
+            try:
+                ret = run_job(hydra_context=self.hydra_context, task_function=task,
+                              config=job.config, job_dir_key="hydra.sweep.dir",
+                              job_subdir_key="hydra.sweep.subdir")
+            except Exception as exc:  # noqa: BLE001 - raised outside the job (e.g. its dir)
+                failure = exc
+        if ret is not None:
+            return ret.return_value, self._job_return(job, ret.return_value, ret)
+        # the job did not get to run: record it, and tell the callbacks as run_job would have
+        result = task.fail(failure)
+        ret = self._job_return(job, result)
+        self.hydra_context.callbacks.on_job_end(
+            config=job.config if job.config is not None else self.config, job_return=ret)
+        return result, ret
+
+    def _job_return(self, job: PlannedJob, result: JobResult, ret=None):
+        """What goes back to Hydra for a job: its result (a failed one too, when
+        :class:`.callback.SweepExitCode` reports failures at the end); without that callback a
+        failure goes back as Hydra's own, which stops the sweep after this batch."""
         from hydra.core.utils import JobReturn, JobStatus
 
         if ret is None:
@@ -254,104 +244,10 @@ class SequentialSweep:
             ret.hydra_cfg = job.config
             ret.working_dir = str(job.job_dir) if job.job_dir else None
             ret.task_name = OmegaConf.select(job.config, "hydra.job.name") if job.config else None
-        if info["status"] == "failed":
-            if self.exit_code_by_callback:
-                ret.status = JobStatus.COMPLETED
-                ret.return_value = JobFailure(info)
-            else:
-                ret.status = JobStatus.FAILED
-                ret.return_value = info.get("_exception") or RuntimeError(info.get("error"))
+        if result.failed and not self.exit_code_by_callback:
+            ret.status = JobStatus.FAILED
+            ret.return_value = result.exception or RuntimeError(result.error)
         else:
             ret.status = JobStatus.COMPLETED
-            if info["status"] == "skipped":
-                ret.return_value = None
+            ret.return_value = result
         return ret
-
-    def run_one(self, job: PlannedJob, position: int):
-        from hydra.core.utils import JobStatus, run_job
-
-        from .. import modelcache
-
-        info: dict = {"job_num": job.num, "order": position, "overrides": list(job.overrides),
-                      "status": None, "model_cache_hit": None, "wall_time_s": 0.0, "error": None,
-                      "traceback": None, "n_expected": None, "n_results": None,
-                      "job_dir": str(job.job_dir) if job.job_dir else None,
-                      "started_at": _now(), "finished_at": None, "launcher": "sequential"}
-        t0 = time.perf_counter()
-
-        def finish(status: str, exc: BaseException | None = None, ret=None):
-            info["status"] = status
-            info["wall_time_s"] = round(time.perf_counter() - t0, 4)
-            info["finished_at"] = _now()
-            if exc is not None:
-                info["error"] = error_line(exc)
-                from ..errors import SpecDiffTreeError
-
-                if not isinstance(exc, SpecDiffTreeError):
-                    info["traceback"] = "".join(traceback.format_exception(
-                        type(exc), exc, exc.__traceback__))
-            if job.job_dir is not None:
-                info["n_results"] = len(result_keys(job.job_dir))
-                try:
-                    write_job_info(job.job_dir, info)
-                except OSError as werr:  # the job dir itself is unusable
-                    log.error(f"cannot write job.json in {job.job_dir}: {werr}")
-            if status == "failed":
-                FAILURES.append(dict(info))
-            return info, self._job_return(job, dict(info, _exception=exc), ret)
-
-        if job.error is not None:
-            return finish("failed", job.error)
-        prev = read_job_info(job.job_dir)
-        if prev is not None and prev.get("overrides") is not None \
-                and job_identity(prev["overrides"]) != job_identity(job.overrides):
-            from ..errors import ConfigError
-
-            return finish("failed", ConfigError(
-                f"job dir {job.job_dir} holds results of another job (overrides "
-                f"{' '.join(prev['overrides'])}); run this sweep with a new hydra.sweep.dir"))
-        expected = expected_keys(job.task_cfg)
-        info["n_expected"] = len(expected) if expected is not None else None
-        resume = bool(OmegaConf.select(job.task_cfg, "resume", default=True))
-        # a job dir holding another configuration's results is never reused (nor run into: the
-        # run would refuse it after loading the model); resume=false starts clean in a new dir
-        diff = recorded_fingerprint_diff(job.job_dir, job.task_cfg) if resume else None
-        if diff:
-            from ..rundir import FingerprintMismatch
-
-            return finish("failed", FingerprintMismatch(
-                f"job dir {job.job_dir} holds results of another configuration (differs in: "
-                f"{', '.join(diff)}); run this sweep with a new hydra.sweep.dir, or add "
-                "resume=false to start clean in new job dirs"))
-        if self.skip_complete and expected and resume and diff == []:
-            done = result_keys(job.job_dir)
-            if expected <= done:
-                if prev is not None:
-                    info["previous"] = {k: v for k, v in prev.items() if k != "previous"}
-                log.info(f"\t#{job.num} already complete ({len(expected)} samples): skipped")
-                return finish("skipped")
-
-        stats = dict(modelcache.STATS)
-        exc: BaseException | None = None
-        ret = None
-        try:
-            ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                          config=job.config, job_dir_key="hydra.sweep.dir",
-                          job_subdir_key="hydra.sweep.subdir")
-            if ret.status == JobStatus.FAILED:
-                exc = ret._return_value
-        except KeyboardInterrupt as kbd:
-            finish("failed", kbd)
-            raise
-        except SystemExit as sysexit:  # the CLI's error path calls sys.exit
-            if sysexit.code not in (None, 0):
-                ctx = sysexit.__context__
-                exc = ctx if isinstance(ctx, Exception) else RuntimeError(
-                    f"job exited with code {sysexit.code}")
-        except Exception as err:  # noqa: BLE001 - raised outside the task (e.g. run dir)
-            exc = err
-        if modelcache.STATS["model_loads"] > stats["model_loads"]:
-            info["model_cache_hit"] = False
-        elif modelcache.STATS["model_hits"] > stats["model_hits"]:
-            info["model_cache_hit"] = True
-        return finish("failed" if exc is not None else "done", exc, ret)
