@@ -241,7 +241,7 @@ def test_cli_greedy_and_dts_on_a_128k_vocabulary_model(llama3_model_dirs, tmp_pa
     r = run_cli("--multirun", "method=greedy,dts", "model=hf",
                 f"model.path={llama3_model_dirs['llama']}", "num_samples=2",
                 "dataset.context_length=40", "max_new_tokens=12", "max_new_tokens_check=false",
-                "method.num_rollouts=4",
+                "budget.rollouts=4",
                 f"hydra.sweep.dir={out}")
     assert r.returncode == 0, r.stderr[-2000:]
     for job, method in ((0, "greedy"), (1, "dts")):
@@ -273,7 +273,7 @@ def test_cli_eot_stops_greedy_and_dts(llama3_model_dirs, tmp_path):
     out, max_new = tmp_path / "sweep", 10
     r = run_cli("--multirun", "method=greedy,dts", "model=hf", f"model.path={model}",
                 "num_samples=2", "dataset.context_length=20", f"max_new_tokens={max_new}",
-                "max_new_tokens_check=false", "method.num_rollouts=12", f"hydra.sweep.dir={out}")
+                "max_new_tokens_check=false", "budget.rollouts=12", f"hydra.sweep.dir={out}")
     assert r.returncode == 0, r.stderr[-2000:]
     stopped = full = 0
     for job, method in ((0, "greedy"), (1, "dts")):

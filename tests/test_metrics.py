@@ -147,8 +147,9 @@ def test_seasonal_naive():
 
 
 def test_classical_methods_interface():
-    n2 = Naive2(name="naive2", rollouts=8, temperature=0.7)     # search knobs are ignored
-    sn = SeasonalNaive(foo=1)
+    n2, sn = Naive2(), SeasonalNaive()
+    with pytest.raises(TypeError):  # no search settings: a config with one is an error
+        Naive2(temperature=0.7)
     assert n2.needs_model is False and sn.needs_model is False
     assert (n2.name, sn.name) == ("naive2", "seasonal_naive")
     x = 50 + 10 * np.tile([1.0, 2.0, 3.0, 2.0], 12)
