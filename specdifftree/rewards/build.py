@@ -83,11 +83,6 @@ class SafeReward:
         self.last_failed: np.ndarray | None = None  # per value of the latest call: it failed
         self._warned: set[str] = set()
 
-    @property
-    def column(self) -> str:
-        """Results column for this reward's value (says *oracle* for oracle rewards)."""
-        return f"reward_{self.name}"
-
     def _warn_once(self, kind: str, msg: str, *args) -> None:
         if kind not in self._warned:
             self._warned.add(kind)

@@ -54,13 +54,6 @@ class Budget:
     tokens: int | None = None
     max_new_tokens: int = 50
 
-    def exhausted(self, session: SessionLike, rollouts_done: int) -> bool:
-        if self.rollouts is not None and rollouts_done >= self.rollouts:
-            return True
-        if self.tokens is not None and session.tokens_processed >= self.tokens:
-            return True
-        return False
-
 
 @dataclass
 class SearchResult:

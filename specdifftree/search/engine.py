@@ -43,7 +43,6 @@ class Run:
     rng: np.random.Generator
     tree: Tree
     meter: Meter
-    lam: float
     rmin: float = math.inf
     rmax: float = -math.inf
     best: int = -1
@@ -159,7 +158,7 @@ class TreeSearch(Method):
         read several budgets off one search)."""
         meter = Meter(budget, session, self.num_rollouts)
         tree = Tree(meter.depth, session.eos_ids)
-        run = Run(session=session, reward=reward, rng=rng, tree=tree, meter=meter, lam=self.lam)
+        run = Run(session=session, reward=reward, rng=rng, tree=tree, meter=meter)
         while not tree.closed[0]:
             n = meter.allow(self.parallel_rollouts)
             if n == 0:
