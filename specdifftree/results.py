@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+#: the fields that identify a row: results.jsonl holds one row per key (samples.jsonl one line per
+#: key and ``rollout``); :func:`row_key` is the only place a key is built
+ROW_KEY = ("method", "dataset", "seed", "series_id")
 SUMMARY_KEYS = ("method", "dataset", "seed")
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.csv"
@@ -61,8 +64,9 @@ class Scan:
     bad: list[BadLine]
 
 
-def _key(r: dict) -> tuple:
-    return (r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id"))
+def row_key(row) -> tuple:
+    """The key (method, dataset, seed, series_id) of a row (any mapping; absent fields: None)."""
+    return tuple(row.get(k) for k in ROW_KEY)
 
 
 def scan_results(run_dir: str | Path) -> Scan:
@@ -99,7 +103,7 @@ def scan_results(run_dir: str | Path) -> Scan:
         if not {"method", "series_id"} <= set(row):
             scan.bad.append(BadLine(i, "not a results row (no method/series_id)", text))
             continue
-        k = _key(row)
+        k = row_key(row)
         if k in seen:
             scan.bad.append(BadLine(i, "duplicate of an earlier row", text))
             continue
@@ -260,7 +264,7 @@ class ResultsWriter:
                     "; ".join(f"line {b.lineno}: {b.reason}" for b in scan.bad[:5]))
 
     def done_keys(self) -> set[tuple]:
-        return {_key(r) for r in self.rows}
+        return {row_key(r) for r in self.rows}
 
     def write(self, row: dict) -> None:
         from . import faults

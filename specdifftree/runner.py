@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from .answers import AGGREGATE_RULES
 from .config import validate
 from .errors import ConfigError, SpecDiffTreeError
-from .results import ResultsWriter
+from .results import ROW_KEY, ResultsWriter, row_key
 from .rollouts import Recorder, SamplesWriter
 from .rewards.build import build_reward
 from .search.base import Budget, Method, RewardOracle
@@ -181,9 +181,14 @@ def prepare(cfg: DictConfig) -> Experiment:
     return Experiment(cfg, method, task, reward, samples, lm, hit, answer)
 
 
-def _base_row(exp: Experiment, s, index: int) -> dict:
+def _identity(exp: Experiment, s) -> dict:
+    """The row key's fields of series ``s`` in this experiment (see :func:`results.row_key`)."""
     return {"method": exp.method.name, "dataset": exp.cfg.dataset.name, "series_id": s.id,
-            "seed": int(exp.cfg.seed), "sample_index": index,
+            "seed": int(exp.cfg.seed)}
+
+
+def _base_row(exp: Experiment, s, index: int) -> dict:
+    return {**_identity(exp, s), "sample_index": index,
             "horizon": getattr(s, "horizon", None), "period": getattr(s, "period", None),
             "model": exp.lm.name if exp.lm else None, "reward_name": exp.cfg.reward.get("name"),
             "budget_rollouts": exp.cfg.budget.get("rollouts"),
@@ -325,7 +330,7 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
                 chosen = None  # the answer is no single continuation
             elif exp.answer == "sample" and not hasattr(method, "answer") and result.samples:
                 chosen = tuple(result.samples[0])
-            base = {k: row[k] for k in ("method", "dataset", "seed", "series_id", "sample_index")}
+            base = {k: row[k] for k in (*ROW_KEY, "sample_index")}
             sample_rows.extend(recorder.rows(
                 base, lm.decode, lambda texts: task.reward_inputs(texts, s), chosen,
                 [tuple(q) for q in result.samples], getattr(oracle, "failed", None)))
@@ -373,7 +378,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> pd.DataFrame:
 
 
 def _expected_keys(exp: Experiment) -> list[tuple]:
-    return [(exp.method.name, exp.cfg.dataset.name, int(exp.cfg.seed), s.id) for s in exp.samples]
+    return [row_key(_identity(exp, s)) for s in exp.samples]
 
 
 def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
@@ -425,8 +430,7 @@ def execute(exp: Experiment, run_dir: str | Path | None = None) -> pd.DataFrame:
             pass
         finally:
             c.lock.release()
-    by_key = {(r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id")): r
-              for r in writer.rows}
+    by_key = {row_key(r): r for r in writer.rows}
     rows = [by_key[k] for k in _expected_keys(exp) if k in by_key]
     df = pd.DataFrame(rows)
     df.attrs["run_dir"] = str(run_dir)
@@ -479,7 +483,7 @@ def _loop(exp: Experiment, writer: ResultsWriter, run_dir: Path) -> None:
                    disable=not bars_enabled(cfg.output.get("progress", True)), leave=False,
                    dynamic_ncols=True)
         for index, s in enumerate(bar):
-            if (exp.method.name, cfg.dataset.name, int(cfg.seed), s.id) in done:
+            if row_key(_identity(exp, s)) in done:
                 continue
             t0 = time.perf_counter()
             sample_rows: list | None = [] if samples_writer is not None else None
