@@ -24,7 +24,7 @@ tokens                    tokens     ``tokens_processed`` of the search when it 
 text                                 the generated text
 generated_tokens          tokens     its length
 reward                    reward     its reward (as the method saw it)
-reward_failed                        its reward failed and was replaced (when known)
+reward_failed                        its reward failed: the value is the failure stand-in
 logprob                   nats       log p_θ of the continuation (temperature 1)
 valid, n_parsed                      all h values parsed / how many did
 forecast                  series     the parsed forecast (completed as in results.jsonl)

@@ -1,6 +1,6 @@
 """Rewards: batched scores of candidate outputs (see :mod:`specdifftree.rewards.base`)."""
 
-from .base import BaseReward, Reward, RewardContext
+from .base import BaseReward, Reward, RewardBatch, RewardContext, RewardDiagnostics
 from .build import BUILTINS, SafeReward, build_reward
 
-__all__ = ["BaseReward", "Reward", "RewardContext", "SafeReward", "build_reward", "BUILTINS"]
+__all__ = ["BaseReward", "Reward", "RewardBatch", "RewardContext", "RewardDiagnostics", "SafeReward", "build_reward", "BUILTINS"]
