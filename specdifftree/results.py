@@ -21,6 +21,27 @@ import pandas as pd
 #: the fields that identify a row: results.jsonl holds one row per key (samples.jsonl one line per
 #: key and ``rollout``); :func:`row_key` is the only place a key is built
 ROW_KEY = ("method", "dataset", "seed", "series_id")
+#: the row schema: every field a results.jsonl row may hold, in the order of README.md's table
+#: ("results.jsonl fields", which documents each; a test keeps the two equal and checks the rows
+#: of every method against it). A row holds the fields that apply to its method and task.
+ROW_FIELDS = (
+    *ROW_KEY, "model", "sample_index", "horizon", "period", "reward_name", "budget_rollouts",
+    "budget_tokens", "reward", "text", "caption", "reference", "forecast", "truth", "history_tail",
+    "valid", "n_parsed", "smape", "mase", "smape_naive2", "mase_naive2", "caption_rougeL_f1",
+    "caption_token_f1", "model_calls", "tokens_processed", "prompt_tokens", "prompt_boundary",
+    "generated_tokens", "mean_logprob", "perplexity", "plain_mean_logprob", "logprob_gap",
+    # search statistics (search.stats.build_result)
+    "rollouts", "model_rollouts", "nodes", "max_depth", "mean_branching", "distinct_samples",
+    "ngram_diversity", "best_reward", "tree_exhausted", "budget_stopped", "failed_rollouts",
+    "samples_independent", "particles", "resamples",
+    # the sample's reward diagnostics (rewards.base.RewardDiagnostics.row)
+    "reward_calls", "reward_evaluations", "reward_failures", "reward_nonfinite_values",
+    "reward_error", "reward_time_s", "model_time_s", "time_s",
+    # answer rule and sample-set scores
+    "answer", "n_forecast_samples", "samples_valid", "crps", "crps_mase", "msis", "coverage",
+    "quantile_levels", "quantiles", "wql", "mase_scale", "cache_mode", "recomputed_tokens",
+    "error",
+)
 SUMMARY_KEYS = ("method", "dataset", "seed")
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.csv"
