@@ -188,7 +188,7 @@ def run_method(lm, prompt, name: str, args) -> dict:
             "tokens_processed": session.tokens_processed, "unique_tokens": uniq,
             "redundancy": session.tokens_processed / uniq, "baseline_s": base,
             "vs_mlx_lm": wall / base if base > 0 else float("nan"), "peak_memory_mb": peak,
-            "rollouts": len(session.rollouts), "reward_time_s": oracle.time_s,
+            "rollouts": len(session.rollouts), "reward_time_s": oracle.diagnostics.time_s,
             "model_time_s": model_time, "host_overhead": (wall - model_time) / wall,
             "ms_per_step": 1000 * wall / max(1, session.model_calls),
             "baseline_ms_per_step": 1000 * base / max(1, base_steps),

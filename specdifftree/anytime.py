@@ -38,7 +38,6 @@ from .metrics.probabilistic import crps
 QUANTITIES = ("best_reward", "smape_best", "smape_median", "smape_mean", "crps")
 #: answer rule -> the quantity that is its sMAPE curve
 RULE_QUANTITY = {"best": "smape_best", "median": "smape_median", "mean": "smape_mean"}
-SERIES_KEYS = ("method", "dataset", "seed", "series_id")
 
 
 def budgets(first: float, last: float) -> np.ndarray:
@@ -85,7 +84,9 @@ def curves(samples: pd.DataFrame, results: pd.DataFrame,
     of results.jsonl (for the truth). Returns one row per group × budget."""
     if samples.empty or results.empty or "truth" not in results:
         return pd.DataFrame()
-    keys = ["run_dir", *SERIES_KEYS]
+    from .results import ROW_KEY
+
+    keys = ["run_dir", *ROW_KEY]
     truth = {tuple(r[k] for k in keys): r["truth"] for _, r in results.iterrows()
              if isinstance(r.get("truth"), list)}
     out = []

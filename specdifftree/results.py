@@ -18,6 +18,30 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+#: the fields that identify a row: results.jsonl holds one row per key (samples.jsonl one line per
+#: key and ``rollout``); :func:`row_key` is the only place a key is built
+ROW_KEY = ("method", "dataset", "seed", "series_id")
+#: the row schema: every field a results.jsonl row may hold, in the order of README.md's table
+#: ("results.jsonl fields", which documents each; a test keeps the two equal and checks the rows
+#: of every method against it). A row holds the fields that apply to its method and task.
+ROW_FIELDS = (
+    *ROW_KEY, "model", "sample_index", "horizon", "period", "reward_name", "budget_rollouts",
+    "budget_tokens", "reward", "text", "caption", "reference", "forecast", "truth", "history_tail",
+    "valid", "n_parsed", "smape", "mase", "smape_naive2", "mase_naive2", "caption_rougeL_f1",
+    "caption_token_f1", "model_calls", "tokens_processed", "prompt_tokens", "prompt_boundary",
+    "generated_tokens", "mean_logprob", "perplexity", "plain_mean_logprob", "logprob_gap",
+    # search statistics (search.stats.build_result)
+    "rollouts", "model_rollouts", "nodes", "max_depth", "mean_branching", "distinct_samples",
+    "ngram_diversity", "best_reward", "tree_exhausted", "budget_stopped", "failed_rollouts",
+    "samples_independent", "particles", "resamples",
+    # the sample's reward diagnostics (rewards.base.RewardDiagnostics.row)
+    "reward_calls", "reward_evaluations", "reward_failures", "reward_nonfinite_values",
+    "reward_error", "reward_time_s", "model_time_s", "time_s",
+    # answer rule and sample-set scores
+    "answer", "n_forecast_samples", "samples_valid", "crps", "crps_mase", "msis", "coverage",
+    "quantile_levels", "quantiles", "wql", "mase_scale", "cache_mode", "recomputed_tokens",
+    "error",
+)
 SUMMARY_KEYS = ("method", "dataset", "seed")
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.csv"
@@ -61,8 +85,9 @@ class Scan:
     bad: list[BadLine]
 
 
-def _key(r: dict) -> tuple:
-    return (r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id"))
+def row_key(row) -> tuple:
+    """The key (method, dataset, seed, series_id) of a row (any mapping; absent fields: None)."""
+    return tuple(row.get(k) for k in ROW_KEY)
 
 
 def scan_results(run_dir: str | Path) -> Scan:
@@ -99,7 +124,7 @@ def scan_results(run_dir: str | Path) -> Scan:
         if not {"method", "series_id"} <= set(row):
             scan.bad.append(BadLine(i, "not a results row (no method/series_id)", text))
             continue
-        k = _key(row)
+        k = row_key(row)
         if k in seen:
             scan.bad.append(BadLine(i, "duplicate of an earlier row", text))
             continue
@@ -260,7 +285,7 @@ class ResultsWriter:
                     "; ".join(f"line {b.lineno}: {b.reason}" for b in scan.bad[:5]))
 
     def done_keys(self) -> set[tuple]:
-        return {_key(r) for r in self.rows}
+        return {row_key(r) for r in self.rows}
 
     def write(self, row: dict) -> None:
         from . import faults

@@ -24,7 +24,7 @@ tokens                    tokens     ``tokens_processed`` of the search when it 
 text                                 the generated text
 generated_tokens          tokens     its length
 reward                    reward     its reward (as the method saw it)
-reward_failed                        its reward failed and was replaced (when known)
+reward_failed                        its reward failed: the value is the failure stand-in
 logprob                   nats       log p_θ of the continuation (temperature 1)
 valid, n_parsed                      all h values parsed / how many did
 forecast                  series     the parsed forecast (completed as in results.jsonl)
@@ -212,10 +212,6 @@ class Recorder:
         return out
 
 
-def _key(row: dict) -> tuple:
-    return (row.get("method"), row.get("dataset"), row.get("seed"), row.get("series_id"))
-
-
 SAMPLES_REJECTED_FILE = "samples.rejected.jsonl"
 
 
@@ -227,7 +223,7 @@ def _scan_samples(data: bytes):
     mid-write). Reading never stops at a bad line."""
     good: list[tuple[tuple, bytes]] = []
     bad: list[tuple[int, str, str]] = []
-    from .results import jsonl_lines
+    from .results import jsonl_lines, row_key
 
     seen: set[tuple] = set()
     for i, line, text, row, reason in jsonl_lines(data):
@@ -237,12 +233,12 @@ def _scan_samples(data: bytes):
         if not isinstance(row, dict) or "series_id" not in row:
             bad.append((i, "not a samples row", text))
             continue
-        k = (*_key(row), row.get("rollout"))
+        k = (*row_key(row), row.get("rollout"))
         if k in seen:
             bad.append((i, "duplicate of an earlier line", text))
             continue
         seen.add(k)
-        good.append((_key(row), line + b"\n"))
+        good.append((row_key(row), line + b"\n"))
     return good, bad
 
 

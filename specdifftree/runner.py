@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from .answers import AGGREGATE_RULES
 from .config import validate
 from .errors import ConfigError, SpecDiffTreeError
-from .results import ResultsWriter
+from .results import ROW_KEY, ResultsWriter, row_key
 from .rollouts import Recorder, SamplesWriter
+from .rewards.base import RewardDiagnostics
 from .rewards.build import build_reward
 from .search.base import Budget, Method, RewardOracle
 from .tasks.forecasting import ForecastTask
@@ -139,9 +140,14 @@ def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
     return Experiment(cfg, method, task, reward, samples, lm, hit, answer)
 
 
-def _base_row(exp: Experiment, s, index: int) -> dict:
+def _identity(exp: Experiment, s) -> dict:
+    """The row key's fields of series ``s`` in this experiment (see :func:`results.row_key`)."""
     return {"method": exp.method.name, "dataset": exp.cfg.dataset.name, "series_id": s.id,
-            "seed": int(exp.cfg.seed), "sample_index": index,
+            "seed": int(exp.cfg.seed)}
+
+
+def _base_row(exp: Experiment, s, index: int) -> dict:
+    return {**_identity(exp, s), "sample_index": index,
             "horizon": getattr(s, "horizon", None), "period": getattr(s, "period", None),
             "model": exp.lm.name if exp.lm else None, "reward_name": exp.cfg.reward.get("name"),
             "budget_rollouts": exp.cfg.budget.get("rollouts"),
@@ -162,12 +168,24 @@ def sample_set_scores(forecasts: np.ndarray, s: Series) -> dict:
     return out
 
 
-def apply_answer(exp: Experiment, s: Series, result, row: dict, ctx, recorder) -> dict:
+def score_forecast(exp: Experiment, values: np.ndarray, text: str, ctx,
+                   diagnostics: RewardDiagnostics) -> float:
+    """The reward of one forecast that no search scored (a classical method's, an aggregated
+    answer's), counted in the sample's ``diagnostics``."""
+    t0 = time.perf_counter()
+    batch = exp.reward.score(np.asarray(values, dtype=np.float64)[None, :], [text], np.ones(1), ctx)
+    diagnostics.add(batch, time.perf_counter() - t0)
+    return float(batch.values[0])
+
+
+def apply_answer(exp: Experiment, s: Series, result, row: dict, ctx, recorder,
+                 diagnostics: RewardDiagnostics) -> dict:
     """The answer rule's point forecast and the sample set's distribution scores.
 
     The rules ``best`` and (for the tree methods) ``sample`` are the method's own answer; the
     runner applies ``median``/``mean`` and, for a method without its own ``answer`` option
-    (``best_of_n``), ``sample``. See :mod:`specdifftree.answers`."""
+    (``best_of_n``), ``sample``. See :mod:`specdifftree.answers`. The reward of an aggregated
+    answer is counted in ``diagnostics``."""
     from .answers import aggregate, is_sampling
 
     task, lm = exp.task, exp.lm
@@ -194,8 +212,7 @@ def apply_answer(exp: Experiment, s: Series, result, row: dict, ctx, recorder) -
         text = task.serializer.encode(values, task.scale(s))
         out.update(task.evaluate_values(values, s), valid=ok,
                    n_parsed=s.horizon if ok else int(row.get("n_parsed") or 0), text=text,
-                   reward=float(np.asarray(exp.reward(values[None, :], [text], np.ones(1),
-                                                      ctx)).reshape(-1)[0]),
+                   reward=score_forecast(exp, values, text, ctx, diagnostics),
                    mean_logprob=None, perplexity=None, logprob_gap=None)
     use = forecasts[valid] if valid.any() else forecasts
     out.update(sample_set_scores(use, s))
@@ -211,11 +228,11 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
     t0 = time.perf_counter()
     ctx = task.reward_context(s)
     row = _base_row(exp, s, index)
-    failures0 = getattr(exp.reward, "failures", 0), getattr(exp.reward, "nonfinite", 0)
     if not method.needs_model:
         values = np.asarray(method.forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period),
                             dtype=np.float64)
-        reward = float(np.asarray(exp.reward(values[None, :], [""], np.ones(1), ctx)).reshape(-1)[0])
+        diagnostics = RewardDiagnostics()
+        reward = score_forecast(exp, values, "", ctx, diagnostics)
         row.update(valid=True, n_parsed=s.horizon, reward=reward, text="", model_calls=0,
                    tokens_processed=0, prompt_tokens=0, generated_tokens=0, rollouts=0, nodes=0,
                    max_depth=0, mean_branching=0.0, mean_logprob=None, perplexity=None)
@@ -243,10 +260,9 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         def reward_fn(seqs):
             texts = [lm.decode(q) for q in seqs]
             forecasts, valid = task.reward_inputs(texts, s)
-            return exp.reward(forecasts, texts, valid, ctx)
+            return exp.reward.score(forecasts, texts, valid, ctx)
 
-        oracle = RewardOracle(reward_fn,
-                              failed_mask=lambda: getattr(exp.reward, "last_failed", None))
+        oracle = RewardOracle(reward_fn)
         recorder = Recorder(session, oracle)  # every scored continuation -> samples.jsonl
         session, oracle = recorder.session, recorder.oracle
         # method.num_rollouts applies only when neither budget is given (see Meter)
@@ -262,8 +278,8 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
                    prompt_tokens=session.prompt_tokens, generated_tokens=n_gen,
                    mean_logprob=mean_lp,
                    perplexity=float(np.exp(-mean_lp)) if mean_lp is not None else None,
-                   reward_evaluations=oracle.evaluated,
-                   reward_time_s=oracle.time_s, model_time_s=session.stats.model_time_s)
+                   model_time_s=session.stats.model_time_s)
+        diagnostics = result.reward_diagnostics.copy()
         st = session.stats
         # how the Session reused work: prefix KV segments, or whole-cache snapshots (non-KVCache
         # models) where tokens fed a second time are counted in recomputed_tokens
@@ -276,20 +292,18 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         row.update({k: v for k, v in result.stats.items() if k not in row})
         row.update(task.evaluate(text, s))
         if isinstance(task, ForecastTask):  # forecasting: answer rule and distribution scores
-            row.update(apply_answer(exp, s, result, row, ctx, recorder))
+            row.update(apply_answer(exp, s, result, row, ctx, recorder, diagnostics))
         if sample_rows is not None:
             chosen = tuple(result.tokens)
             if exp.answer in AGGREGATE_RULES:
                 chosen = None  # the answer is no single continuation
             elif exp.answer == "sample" and not hasattr(method, "answer") and result.samples:
                 chosen = tuple(result.samples[0])
-            base = {k: row[k] for k in ("method", "dataset", "seed", "series_id", "sample_index")}
+            base = {k: row[k] for k in (*ROW_KEY, "sample_index")}
             sample_rows.extend(recorder.rows(
                 base, lm.decode, lambda texts: task.reward_inputs(texts, s), chosen,
-                [tuple(q) for q in result.samples], getattr(oracle, "failed", None)))
-    row["reward_failures"] = getattr(exp.reward, "failures", 0) - failures0[0]
-    row["reward_nonfinite_values"] = getattr(exp.reward, "nonfinite", 0) - failures0[1]
-    row["reward_error"] = getattr(exp.reward, "last_error", None) if row["reward_failures"] else None
+                [tuple(q) for q in result.samples], oracle.failed))
+    row.update(diagnostics.row())
     row["time_s"] = time.perf_counter() - t0
     return row
 
@@ -332,7 +346,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None,
 
 
 def _expected_keys(exp: Experiment) -> list[tuple]:
-    return [(exp.method.name, exp.cfg.dataset.name, int(exp.cfg.seed), s.id) for s in exp.samples]
+    return [row_key(_identity(exp, s)) for s in exp.samples]
 
 
 def execute(exp: Experiment, run_dir: str | Path | None = None,
@@ -387,8 +401,7 @@ def execute(exp: Experiment, run_dir: str | Path | None = None,
             pass
         finally:
             c.lock.release()
-    by_key = {(r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id")): r
-              for r in writer.rows}
+    by_key = {row_key(r): r for r in writer.rows}
     rows = [by_key[k] for k in _expected_keys(exp) if k in by_key]
     df = pd.DataFrame(rows)
     df.attrs["run_dir"] = str(run_dir)
@@ -441,7 +454,7 @@ def _loop(exp: Experiment, writer: ResultsWriter, run_dir: Path) -> None:
                    disable=not bars_enabled(cfg.output.get("progress", True)), leave=False,
                    dynamic_ncols=True)
         for index, s in enumerate(bar):
-            if (exp.method.name, cfg.dataset.name, int(cfg.seed), s.id) in done:
+            if row_key(_identity(exp, s)) in done:
                 continue
             t0 = time.perf_counter()
             sample_rows: list | None = [] if samples_writer is not None else None

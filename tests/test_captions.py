@@ -159,7 +159,7 @@ def test_caption_similarity_reward(root):
     task = CaptionTask.from_config(dataset_cfg(root))
     cfg = OmegaConf.load(ROOT / "specdifftree" / "conf" / "reward" / "caption_similarity.yaml")
     rew = build_reward(cfg)
-    assert rew.oracle and "oracle" in rew.name and "oracle" in rew.column
+    assert rew.oracle and "oracle" in rew.name
     texts = [s.caption, "The series shows an upward trend.", "Completely unrelated words.", ""]
     f, v = task.reward_inputs(texts, s)
     r = rew(f, texts, v, task.reward_context(s))

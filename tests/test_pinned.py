@@ -11,6 +11,7 @@ import platform
 import pytest
 
 from specdifftree import compose
+from specdifftree.results import ROW_FIELDS
 from specdifftree.runner import execute, prepare
 
 METHODS = ["greedy", "best_of_n", "beam", "mcts", "dts", "dts_star", "maxent_ts", "sir", "smc"]
@@ -38,6 +39,7 @@ def _run(tmp_path, method, *extra):
     if method in ("beam", "mcts", "dts", "dts_star", "maxent_ts"):
         overrides += ["method.expansion_k=2"]
     df = execute(prepare(compose(overrides)), tmp_path / "-".join([method, *extra]).replace("=", "_"))
+    assert set(df.columns) <= set(ROW_FIELDS), set(df.columns) - set(ROW_FIELDS)  # the row schema
     return df
 
 

@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from specdifftree.search import build
+from specdifftree.rewards.base import RewardBatch
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.stats import total_variation
 from specdifftree.search.toy import (TableLM, TableSession, enumerate_sequences, exact_target,
@@ -148,7 +149,7 @@ def test_maxent_ts_default_is_an_optimiser():
         session = TableSession(BIG, 4, sampler="numpy")
         run = m.run(session, RewardOracle(table_reward(BREWARD)),
                     Budget(rollouts=64, max_new_tokens=BD), np.random.default_rng(seed))
-        res = m._result(run, 0, 0)
+        res = m._result(run)
         evaluated = [run.tree.prefix(e) for e in range(run.tree.size)
                      if run.tree.terminal[e] and not math.isnan(run.tree.reward[e])]
         assert res.tokens == res.best_tokens
@@ -198,9 +199,9 @@ ND = 6
 
 def needle_reward(first: str | None):
     """The needle reward; ``first``: what the first rollout's reward is — None (its real value),
-    "nan", or "flagged" (a finite stand-in of +1e6, marked failed through the failure mask, as
-    the runner's reward wrapper does), or "floor" (−1e9, unmarked: a bad reward kept as a value)."""
-    state = {"n": 0, "mask": None}
+    "nan", or "flagged" (a finite stand-in of +1e6, flagged failed in a RewardBatch, as the
+    runner's reward wrapper does), or "floor" (−1e9, unflagged: a bad reward kept as a value)."""
+    state = {"n": 0}
 
     def fn(seqs):
         out, mask = [], []
@@ -217,9 +218,10 @@ def needle_reward(first: str | None):
                           "floor": (-1e9, False)}[first]
             out.append(v)
             mask.append(bad)
-        state["mask"] = np.array(mask)
+        if any(mask):
+            return RewardBatch(np.array(out), np.array(mask))
         return np.array(out)
-    return fn, (lambda: state["mask"])
+    return fn
 
 
 @pytest.mark.parametrize("name,cfg", [("mcts", {}), ("dts_star", {"temperature": 100.0})])
@@ -234,12 +236,12 @@ def test_one_nan_reward_leaves_search_quality_unchanged(name, cfg):
     for first in (None, "nan", "flagged", "floor"):
         h = 0
         for seed in range(20):
-            fn, mask = needle_reward(first)
+            fn = needle_reward(first)
             m = build(name, **cfg)
-            oracle = RewardOracle(fn, failed_mask=mask)
+            oracle = RewardOracle(fn)
             run = m.run(TableSession(NEEDLE_TABLE, 4), oracle,
                         Budget(tokens=250, max_new_tokens=ND), np.random.default_rng(seed))
-            res = m._result(run, 0, 0)
+            res = m._result(run)
             h += res.best_reward == 1.0
             if first in ("nan", "flagged"):
                 # one failed sequence (a later rollout may reach it again: dropped again)
@@ -259,8 +261,8 @@ def test_one_nan_reward_leaves_search_quality_unchanged(name, cfg):
 
 
 def test_failed_rewards_from_the_reward_wrapper_are_dropped():
-    """The runner's reward wrapper turns a failure into failure_reward; its mask reaches the
-    oracle, so the stand-in is marked failed like a NaN."""
+    """The runner's reward wrapper turns a failure into failure_reward; its batch carries the
+    flags to the oracle, so the stand-in is marked failed like a NaN."""
     from specdifftree.rewards.build import SafeReward
 
     def raw(forecasts, texts, valid, ctx):
@@ -268,9 +270,9 @@ def test_failed_rewards_from_the_reward_wrapper_are_dropped():
 
     safe = SafeReward(raw, "t", failure_reward=-1000.0)
     texts = {(1,): "ok", (2,): "bad"}
-    oracle = RewardOracle(lambda seqs: safe(np.zeros((len(seqs), 1)), [texts[s] for s in seqs],
-                                            np.ones(len(seqs)), None),
-                          failed_mask=lambda: safe.last_failed)
+    oracle = RewardOracle(lambda seqs: safe.score(np.zeros((len(seqs), 1)),
+                                                  [texts[s] for s in seqs], np.ones(len(seqs)),
+                                                  None))
     assert list(oracle([(1,), (2,)])) == [1.0, -1000.0]
     assert oracle.failed((2,)) and not oracle.failed((1,)) and oracle.failures == 1
 

@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from specdifftree.errors import ConfigError
+from specdifftree.rewards.base import DEFAULT_FAILURE_REWARD
 from specdifftree.search import build, search_methods
 from specdifftree.search.build import instantiate_method, settings
 from specdifftree.search.base import Budget, RewardOracle
@@ -61,9 +62,14 @@ def test_result_contract(name):
     res, s, oracle = run(name, table=table)
     st = res.stats
     for key in ("rollouts", "nodes", "max_depth", "mean_branching", "distinct_samples",
-                "ngram_diversity", "best_reward", "reward_calls", "nonfinite_rewards"):
+                "ngram_diversity", "best_reward", "samples_independent"):
         assert key in st, key
         assert isinstance(st[key], (int, float)) and math.isfinite(st[key])
+    # the search's reward work travels in the result (the oracle served this search only)
+    assert res.reward_diagnostics == oracle.diagnostics
+    assert res.reward_diagnostics is not oracle.diagnostics
+    assert res.reward_diagnostics.evaluations == len(oracle._cache) >= st["distinct_samples"]
+    assert res.reward_diagnostics.failures == res.reward_diagnostics.nonfinite_values == 0
     assert 1 <= st["distinct_samples"] <= len(res.samples)
     assert 0 < st["ngram_diversity"] <= 1
     assert res.tokens and (res.tokens[-1] == EOS or len(res.tokens) == 6)
@@ -140,7 +146,8 @@ def test_rewards_are_batched_per_step(name):
     res, s, oracle = run(name, reward=fn, budget=Budget(rollouts=24, max_new_tokens=6),
                          parallel_rollouts=4)
     assert max(sizes) > 1 and max(sizes) <= 4
-    assert res.stats["reward_calls"] == oracle.calls <= 24 // 4 + 2
+    assert res.reward_diagnostics.calls == len(sizes) <= 24 // 4 + 2
+    assert res.reward_diagnostics.evaluations == sum(sizes)
 
 
 def test_beam_scores_its_hypotheses_in_one_batch_and_keeps_the_width():
@@ -191,7 +198,7 @@ def test_soft_methods_are_exact_on_an_exhausted_tree(lam, scale):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_nan_rewards_are_worst_finite_and_counted(name):
+def test_nan_rewards_get_the_failure_reward_and_are_counted(name):
     base = hashed_reward()
 
     def fn(seqs):
@@ -202,8 +209,14 @@ def test_nan_rewards_are_worst_finite_and_counted(name):
     res, s, oracle = run(name, reward=fn, budget=Budget(rollouts=30, max_new_tokens=6))
     assert math.isfinite(res.reward) and math.isfinite(res.best_reward)
     assert all(math.isfinite(v) for v in res.stats.values())
-    assert res.stats["nonfinite_rewards"] == oracle.nonfinite
-    if oracle.nonfinite and oracle.evaluated > oracle.nonfinite:
+    diag = res.reward_diagnostics
+    even = [k for k in oracle._cache if len(k) % 2 == 0]
+    assert diag.nonfinite_values == len(even) == oracle.failures and diag.failures == 0
+    # the one failure rule: a NaN gets the default failure_reward and is flagged failed
+    assert all(oracle.failed(k) and oracle([k])[0] == DEFAULT_FAILURE_REWARD for k in even)
+    for q, r in zip(res.samples, res.sample_rewards):
+        assert r == (DEFAULT_FAILURE_REWARD if len(q) % 2 == 0 else hashed_reward()([q])[0])
+    if diag.nonfinite_values and diag.evaluations > diag.nonfinite_values:
         assert len(res.best_tokens) % 2 == 1  # a NaN never wins over a finite reward
 
 

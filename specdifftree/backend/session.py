@@ -79,7 +79,6 @@ class SessionStats:
     model_time_s: float = 0.0
     plain_logprob_sum: float = 0.0  # over tokens of rollouts sampled from p_θ (temperature 1)
     plain_tokens: int = 0
-    kv_reused_tokens: int = 0  # tokens whose KV came from the prefix store instead of the model
     # tokens fed ahead by the pipelined decode loop for rows that then ended at EOS; their result
     # is discarded (at most one per row and rollout) and they are not in ``tokens_processed``
     speculative_tokens: int = 0
@@ -222,7 +221,6 @@ class Session:
         entry, d = self._kv.lookup(prefix) if self._kv is not None else (None, 0)
         if d == len(prefix) and lp is None:  # KV present but the log-probs were evicted
             d -= 1
-        self.stats.kv_reused_tokens += d
         return entry, d, (lp if d == len(prefix) else None)
 
     def _build(self, rows: list, room: int):
@@ -400,7 +398,6 @@ class Session:
                 n.keys, n.values, n._idx = keys, values, length
                 n.offset = n.offset + length
             cache.append(n)
-        self.stats.kv_reused_tokens += sum(len(p) - 1 for p in prefixes)
         out = self._forward(mx.array([[p[-1]] for p in prefixes]), cache)
         for r, p in enumerate(prefixes):
             self._remember(p, out, r)

@@ -55,7 +55,6 @@ class SnapshotStats:
     model_time_s: float = 0.0
     plain_logprob_sum: float = 0.0
     plain_tokens: int = 0
-    kv_reused_tokens: int = 0  # prefix tokens whose state came from a snapshot
     speculative_tokens: int = 0  # (the snapshot session feeds no tokens ahead)
     recomputed_tokens: int = 0  # tokens fed although this session had fed them before
     snapshots: int = 0
@@ -248,7 +247,6 @@ class SnapshotSession:
             hit = self._snaps.get(prefix[:d])
             if hit is not None:
                 self._snaps.move_to_end(prefix[:d])
-                self.stats.kv_reused_tokens += d
                 return copy.deepcopy(hit[0]), d
         return copy.deepcopy(self._root), 0
 

@@ -19,11 +19,13 @@ Config (``specdifftree/conf/reward/<name>.yaml``)::
 The result is wrapped in :class:`SafeReward`:
 
 - the final reward is ``r − invalid_penalty · (1 − valid)`` (``valid`` = share of values parsed);
-- a call that raises (anything but the project's own :class:`SpecDiffTreeError`, e.g. the
-  :class:`ConfigError` an oracle reward raises on a task without truth) or returns the wrong
-  number of values gives every row ``failure_reward``; a NaN/±inf value gives that row
-  ``failure_reward``. Both are counted (``failures``: calls, ``nonfinite``: values) and reported
-  once per run with ``logging.warning``; the run goes on.
+- the failure rule (:mod:`specdifftree.rewards.base`): a call that raises (anything but the
+  project's own :class:`SpecDiffTreeError`, e.g. the :class:`ConfigError` an oracle reward raises
+  on a task without truth) or returns the wrong number of values gives every row
+  ``failure_reward``; a NaN/±inf value gives that row ``failure_reward``. :meth:`SafeReward.score`
+  returns them flagged in a :class:`RewardBatch` (the caller counts them per sample, see
+  :class:`RewardDiagnostics`); each kind is reported once per run with ``logging.warning``; the
+  run goes on.
 
 Oracle rewards (``oracle = True`` on the object or function) must have ``"oracle"`` in their name.
 """
@@ -36,14 +38,13 @@ import inspect
 import logging
 import math
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, SpecDiffTreeError
-from .base import RewardContext
+from .base import DEFAULT_FAILURE_REWARD, RewardBatch, RewardContext, describe_error
 
 log = logging.getLogger("specdifftree.rewards")
 
@@ -67,11 +68,12 @@ def builtin_rewards() -> dict[str, str]:
 
 SAFE_KEYS = ("invalid_penalty", "failure_reward")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-DEFAULT_FAILURE_REWARD = -1000.0
 
 
 class SafeReward:
-    """A reward with guaranteed finite (B,) output; see the module docstring."""
+    """A reward that applies the failure rule (:mod:`specdifftree.rewards.base`): :meth:`score`
+    returns a :class:`RewardBatch` (finite values, failed flags, the error); calling it returns
+    the values alone. See the module docstring."""
 
     def __init__(self, fn, name: str, oracle: bool = False, invalid_penalty: float = 0.0,
                  failure_reward: float = DEFAULT_FAILURE_REWARD):
@@ -83,26 +85,16 @@ class SafeReward:
         self.oracle = bool(oracle)
         self.invalid_penalty = float(invalid_penalty)
         self.failure_reward = float(failure_reward)
-        self.calls = 0
-        self.failures = 0
-        self.nonfinite = 0
-        self.time_s = 0.0
-        self.last_error: str | None = None  # "Type: message" of the latest failure
-        self.last_failed: np.ndarray | None = None  # per value of the latest call: it failed
         self._warned: set[str] = set()
-
-    @property
-    def column(self) -> str:
-        """Results column for this reward's value (says *oracle* for oracle rewards)."""
-        return f"reward_{self.name}"
 
     def _warn_once(self, kind: str, msg: str, *args) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
             log.warning(msg + " (reported once; further cases are counted in the results as "
-                        "reward_failures / reward_nonfinite)", *args)
+                        "reward_failures / reward_nonfinite_values)", *args)
 
-    def __call__(self, forecasts, texts, valid, context: RewardContext) -> np.ndarray:
+    def score(self, forecasts, texts, valid, context: RewardContext) -> RewardBatch:
+        """The rewards of one batch after the failure rule, with what failed and why."""
         texts = list(texts)
         b = len(texts)
         v = np.clip(np.nan_to_num(np.asarray(valid, dtype=np.float64).reshape(-1), nan=0.0), 0.0, 1.0)
@@ -112,10 +104,7 @@ class SafeReward:
         if f.ndim == 1:
             f = f.reshape(b, -1) if b else f.reshape(0, 0)
         if b == 0:
-            return np.zeros(0)
-        self.calls += 1
-        self.last_failed = np.zeros(b, dtype=bool)  # values set to failure_reward in this call
-        t0 = time.perf_counter()
+            return RewardBatch(np.zeros(0), np.zeros(0, dtype=bool))
         try:
             with np.errstate(all="ignore"):  # non-finite results are handled below
                 out = np.asarray(self.fn(f, texts, v, context), dtype=np.float64)
@@ -126,35 +115,22 @@ class SafeReward:
         except SpecDiffTreeError:
             raise
         except (Exception, SystemExit) as e:  # a misbehaving reward must not end the run
-            self.failures += 1
-            self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             self._warn_once("failure", "reward %s raised %s: %s; its %d values were set to "
                             "failure_reward=%g", self.name, type(e).__name__, e, b,
                             self.failure_reward)
-            out = np.full(b, self.failure_reward)
-            self.last_failed = np.ones(b, dtype=bool)
+            batch = RewardBatch.failure(b, describe_error(e), self.failure_reward)
         else:
-            bad = ~np.isfinite(out)
-            if bad.any():
-                out = out.copy()
-                n = int(bad.sum())
-                self.nonfinite += n
+            batch = RewardBatch.of(out, self.failure_reward)
+            if batch.nonfinite:
                 self._warn_once("nonfinite", "reward %s returned %d non-finite value(s) "
-                                "(NaN/inf); set to failure_reward=%g", self.name, n,
+                                "(NaN/inf); set to failure_reward=%g", self.name, batch.nonfinite,
                                 self.failure_reward)
-                out[bad] = self.failure_reward
-                self.last_failed = bad
-        finally:
-            self.time_s += time.perf_counter() - t0
         if self.invalid_penalty:
-            out = out - self.invalid_penalty * (1.0 - v)
-        return out
+            batch = batch.shifted(-self.invalid_penalty * (1.0 - v))
+        return batch
 
-    def summary(self) -> dict:
-        """Counters for the results (JSON-serialisable)."""
-        return {"reward": self.name, "reward_oracle": self.oracle, "reward_calls": self.calls,
-                "reward_failures": self.failures, "reward_nonfinite": self.nonfinite,
-                "reward_time_s": self.time_s}
+    def __call__(self, forecasts, texts, valid, context: RewardContext) -> np.ndarray:
+        return self.score(forecasts, texts, valid, context).values
 
     def __repr__(self) -> str:
         return f"SafeReward({self.name!r}, oracle={self.oracle}, fn={self.fn!r})"

@@ -63,7 +63,3 @@ class CompositeReward(BaseReward):
             if w:
                 total = total + w * ri
         return total
-
-    def summary(self) -> dict:
-        """Per-component failure counters."""
-        return {key: r.summary() for key, _, r in self.parts}

@@ -16,6 +16,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..rewards.base import RewardBatch, RewardDiagnostics
 
 Tokens = tuple[int, ...]
 
@@ -54,17 +55,11 @@ class Budget:
     tokens: int | None = None
     max_new_tokens: int = 50
 
-    def exhausted(self, session: SessionLike, rollouts_done: int) -> bool:
-        if self.rollouts is not None and rollouts_done >= self.rollouts:
-            return True
-        if self.tokens is not None and session.tokens_processed >= self.tokens:
-            return True
-        return False
-
 
 @dataclass
 class SearchResult:
-    """What a method returns for one sample.
+    """What a method returns for one sample; methods build it with
+    :func:`specdifftree.search.stats.build_result` (the one place its statistics are made).
 
     ``tokens``: the chosen continuation; ``reward``: its reward; ``logprob``: log p_θ(tokens) under
     the base model at temperature 1 when the method knows it (else None); ``samples``: the
@@ -73,7 +68,9 @@ class SearchResult:
     (rollouts, nodes, max_depth, mean_branching, distinct_samples, ngram_diversity, ...), all
     JSON-serialisable numbers; ``best_tokens``/``best_reward``: the best-reward complete
     continuation the search evaluated (equal to ``tokens``/``reward`` for the search methods; a
-    sampling method's answer is a sample, and it records the best here).
+    sampling method's answer is a sample, and it records the best here);
+    ``reward_diagnostics``: what the reward did during the search (calls, evaluations, failures,
+    non-finite values, last error, time).
     """
 
     tokens: Tokens
@@ -89,71 +86,55 @@ class SearchResult:
     #: when they are correlated, e.g. several draws from one search's tree or resamples of one
     #: set of rollouts (see docs/search.md, "What samples holds")
     samples_independent: bool = False
+    reward_diagnostics: RewardDiagnostics = field(default_factory=RewardDiagnostics)
 
 
 class RewardOracle:
-    """Batched, cached access to the reward of complete continuations.
+    """Batched, cached access to the reward of complete continuations, for one search.
 
-    Wraps the raw ``reward_fn(list[Tokens]) -> array``. A NaN (or ±inf) reward is replaced by the
-    worst finite reward seen so far on this sample (or ``floor`` before any) and counted in
-    ``nonfinite``. Repeated sequences are answered from the cache.
+    Wraps ``reward_fn(list[Tokens])``, which returns a :class:`RewardBatch` (the runner's reward:
+    :meth:`specdifftree.rewards.build.SafeReward.score` after decoding and parsing) or a plain
+    array of values, to which the failure rule of :mod:`specdifftree.rewards.base` is applied
+    (NaN/±inf → the default ``failure_reward``, flagged). So every value a search sees is
+    finite, and a sequence whose value was flagged is *failed* (:meth:`failed`): its stand-in
+    value is what a method reports for it, but the search methods never let it into their
+    values or their reward normalisation (the rollout is dropped, see docs/search.md).
 
-    Such a sequence is also marked *failed* (:meth:`failed`), as is every sequence that
-    ``failed_mask()`` flags right after a call (a bool array over the batch, e.g. the values a
-    :class:`specdifftree.rewards.build.SafeReward` set to its ``failure_reward``). The stand-in value
-    is what a method reports for it, but the search methods never let a failed reward into their
-    values or their reward normalisation: the rollout is dropped (see docs/search.md).
+    Repeated sequences are answered from the cache. ``diagnostics`` adds up every call (a
+    :class:`RewardDiagnostics`: calls, evaluations, failures, non-finite values, last error,
+    time); an oracle serves one search, so they are that search's.
     """
 
-    def __init__(self, reward_fn: Callable[[list[Tokens]], np.ndarray], floor: float = -1e9,
-                 failed_mask: Callable[[], np.ndarray | None] | None = None):
+    def __init__(self, reward_fn: Callable[[list[Tokens]], "RewardBatch | np.ndarray"]):
         self._fn = reward_fn
-        self._failed_mask = failed_mask
         self._cache: dict[Tokens, float] = {}
         self._failed: set[Tokens] = set()
-        self.floor = floor
-        self.worst = math.inf
-        self.calls = 0
-        self.evaluated = 0
-        self.nonfinite = 0
-        self.time_s = 0.0
+        self.diagnostics = RewardDiagnostics()
 
     def __call__(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
         keys = [tuple(int(t) for t in s) for s in seqs]
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if todo:
             t0 = time.perf_counter()
-            raw = np.asarray(self._fn(todo), dtype=np.float64).reshape(-1)
-            self.time_s += time.perf_counter() - t0
-            if raw.shape[0] != len(todo):
-                raise ValueError(f"reward returned {raw.shape[0]} values for {len(todo)} sequences")
-            self.calls += 1
-            self.evaluated += len(todo)
-            flagged = np.zeros(len(todo), dtype=bool)
-            if self._failed_mask is not None:
-                m = self._failed_mask()
-                if m is not None and np.shape(m) == (len(todo),):
-                    flagged = np.asarray(m, dtype=bool)
-            finite = raw[np.isfinite(raw) & ~flagged]
-            if finite.size:
-                self.worst = min(self.worst, float(finite.min()))
-            for k, v, bad in zip(todo, raw, flagged):
-                if not math.isfinite(v):
-                    self.nonfinite += 1
-                    v = self.worst if math.isfinite(self.worst) else self.floor
-                    bad = True
+            out = self._fn(todo)
+            batch = out if isinstance(out, RewardBatch) else RewardBatch.of(out)
+            if batch.values.shape[0] != len(todo):
+                raise ValueError(f"reward returned {batch.values.shape[0]} values for "
+                                 f"{len(todo)} sequences")
+            self.diagnostics.add(batch, time.perf_counter() - t0)
+            for k, v, bad in zip(todo, batch.values, batch.failed):
                 if bad:
                     self._failed.add(k)
                 self._cache[k] = float(v)
         return np.array([self._cache[k] for k in keys], dtype=np.float64)
 
     def failed(self, seq: Sequence[int]) -> bool:
-        """The reward of ``seq`` failed (non-finite, or flagged by ``failed_mask``)."""
+        """The reward of ``seq`` failed (the failure rule replaced it)."""
         return tuple(int(t) for t in seq) in self._failed
 
     @property
     def failures(self) -> int:
-        """Distinct sequences whose reward failed on this sample."""
+        """Distinct sequences whose reward failed on this search."""
         return len(self._failed)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
 from .numerics import topk_next
-from .stats import sample_stats
+from .stats import build_result
 from .tree import Tree
 
 
@@ -42,7 +42,6 @@ class Beam(Method):
         k = self.k or int(session.vocab_size)
         D = meter.depth
         tree = Tree(D, session.eos_ids)
-        calls0, bad0 = reward.calls, reward.nonfinite
         beam: list[tuple[float, int]] = [(0.0, 0)]  # (log-prob, node)
         stopped = False
         while any(not tree.terminal[n] for _, n in beam):
@@ -73,11 +72,8 @@ class Beam(Method):
         i = int(np.argmax(rewards))
         for n, r in zip(finished, rewards):
             tree.reward[n] = r
-        stats = {"rollouts": len(seqs), **tree.stats(), **sample_stats(seqs),
-                 "model_rollouts": rollouts, "best_reward": float(rewards[i]),
-                 "budget_stopped": int(stopped), "reward_calls": int(reward.calls - calls0),
-                 "nonfinite_rewards": int(reward.nonfinite - bad0), "samples_independent": 0}
-        return SearchResult(tokens=seqs[i], reward=float(rewards[i]),
-                            logprob=tree.seq_logprob(finished[i]), samples=seqs, stats=stats,
-                            best_tokens=seqs[i], best_reward=float(rewards[i]),
-                            sample_rewards=[float(r) for r in rewards], samples_independent=False)
+        return build_result(tree, reward, tokens=seqs[i], value=rewards[i],
+                            logprob=tree.seq_logprob(finished[i]), samples=seqs,
+                            sample_rewards=rewards, best_tokens=seqs[i], best_reward=rewards[i],
+                            independent=False, rollouts=len(seqs), model_rollouts=rollouts,
+                            budget_stopped=stopped)

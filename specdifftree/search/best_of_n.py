@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
-from .stats import sample_stats
+from .stats import build_result
 from .tree import Tree
 
 
@@ -33,7 +33,6 @@ class BestOfN(Method):
                rng: np.random.Generator) -> SearchResult:
         meter = Meter(budget, session, self.num_rollouts)
         tree = Tree(meter.depth, session.eos_ids)
-        calls0, bad0 = reward.calls, reward.nonfinite
         seqs: list[tuple[int, ...]] = []
         logps: list[float] = []
         rewards: list[float] = []
@@ -48,10 +47,7 @@ class BestOfN(Method):
                 logps.append(float(sum(ro.logprobs)))
             meter.done += n
         i = int(np.argmax(rewards))
-        stats = {"rollouts": len(seqs), **tree.stats(), **sample_stats(seqs),
-                 "model_rollouts": len(seqs), "best_reward": rewards[i],
-                 "reward_calls": int(reward.calls - calls0),
-                 "nonfinite_rewards": int(reward.nonfinite - bad0), "samples_independent": 1}
-        return SearchResult(tokens=seqs[i], reward=rewards[i], logprob=logps[i], samples=seqs,
-                            stats=stats, best_tokens=seqs[i], best_reward=rewards[i],
-                            sample_rewards=list(rewards), samples_independent=True)
+        return build_result(tree, reward, tokens=seqs[i], value=rewards[i], logprob=logps[i],
+                            samples=seqs, sample_rewards=rewards, best_tokens=seqs[i],
+                            best_reward=rewards[i], independent=True, rollouts=len(seqs),
+                            model_rollouts=len(seqs))

@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_choice,
                    check_positive)
 from .numerics import minmax_normalise
-from .stats import sample_stats
+from .stats import build_result
 from .tree import Tree, sample_from_tree
 
 
@@ -43,7 +43,6 @@ class Run:
     rng: np.random.Generator
     tree: Tree
     meter: Meter
-    lam: float
     rmin: float = math.inf
     rmax: float = -math.inf
     best: int = -1
@@ -145,9 +144,7 @@ class TreeSearch(Method):
     # ------------------------------------------------------------------ the loop
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
-        calls0, bad0 = reward.calls, reward.nonfinite
-        run = self.run(session, reward, budget, rng)
-        return self._result(run, reward.calls - calls0, reward.nonfinite - bad0)
+        return self._result(self.run(session, reward, budget, rng))
 
     def run(self, session: SessionLike, reward: RewardOracle, budget: Budget,
             rng: np.random.Generator, after_step=None) -> Run:
@@ -159,7 +156,7 @@ class TreeSearch(Method):
         read several budgets off one search)."""
         meter = Meter(budget, session, self.num_rollouts)
         tree = Tree(meter.depth, session.eos_ids)
-        run = Run(session=session, reward=reward, rng=rng, tree=tree, meter=meter, lam=self.lam)
+        run = Run(session=session, reward=reward, rng=rng, tree=tree, meter=meter)
         while not tree.closed[0]:
             n = meter.allow(self.parallel_rollouts)
             if n == 0:
@@ -222,7 +219,7 @@ class TreeSearch(Method):
                     for _ in range(self.num_samples)], self.num_samples == 1
         return [run.best if run.best >= 0 else run.fallback], True
 
-    def _result(self, run: Run, reward_calls: int, nonfinite: int) -> SearchResult:
+    def _result(self, run: Run) -> SearchResult:
         t = run.tree
         best = run.best if run.best >= 0 else run.fallback  # every reward failed: report one
         best_seq = t.prefix(best)
@@ -230,14 +227,10 @@ class TreeSearch(Method):
         draws, independent = self.draws(run)
         samples = [t.prefix(d) for d in draws]
         chosen = draws[0] if self.answer == "sample" else best
-        stats = {"rollouts": int(run.meter.done), **t.stats(), **sample_stats(samples),
-                 "model_rollouts": int(run.model_rollouts), "best_reward": best_r,
-                 "tree_exhausted": int(bool(t.closed[0])), "reward_calls": int(reward_calls),
-                 "nonfinite_rewards": int(nonfinite), "failed_rollouts": int(run.failed),
-                 "samples_independent": int(independent)}
-        return SearchResult(tokens=t.prefix(chosen), reward=float(t.reward[chosen]),
-                            logprob=t.seq_logprob(chosen), samples=samples, stats=stats,
-                            best_tokens=best_seq, best_reward=best_r,
-                            sample_rewards=[float(t.reward[d]) for d in draws],
-                            samples_independent=bool(independent))
+        return build_result(t, run.reward, tokens=t.prefix(chosen), value=t.reward[chosen],
+                            logprob=t.seq_logprob(chosen), samples=samples,
+                            sample_rewards=[t.reward[d] for d in draws], best_tokens=best_seq,
+                            best_reward=best_r, independent=independent,
+                            rollouts=run.meter.done, model_rollouts=run.model_rollouts,
+                            tree_exhausted=bool(t.closed[0]), failed_rollouts=run.failed)
 

@@ -21,7 +21,7 @@ import numpy as np
 from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_choice,
                    check_positive)
 from .numerics import gumbel_argmax
-from .stats import sample_stats
+from .stats import build_result
 from .tree import Tree
 
 
@@ -76,7 +76,6 @@ class SIR(Method):
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         meter = Meter(budget, session, self.num_rollouts)
-        calls0, bad0 = reward.calls, reward.nonfinite
         seqs, logps, rewards, failed, tree = sample_rollouts(
             session, reward, meter, self.parallel_rollouts, 1.0, rng)
         logw = self.log_weights(self.lam, rewards, failed)
@@ -88,14 +87,9 @@ class SIR(Method):
             draws = [best]
         chosen = draws[0] if self.answer == "sample" else best
         samples = [seqs[i] for i in draws]
-        stats = {"rollouts": len(seqs), **tree.stats(), **sample_stats(samples),
-                 "model_rollouts": len(seqs), "best_reward": float(rewards[best]),
-                 "reward_calls": int(reward.calls - calls0),
-                 "nonfinite_rewards": int(reward.nonfinite - bad0),
-                 "failed_rollouts": int(failed.sum()),
-                 "samples_independent": int(len(samples) == 1)}
-        return SearchResult(tokens=seqs[chosen], reward=float(rewards[chosen]),
-                            logprob=float(logps[chosen]), samples=samples, stats=stats,
-                            best_tokens=seqs[best], best_reward=float(rewards[best]),
-                            sample_rewards=[float(rewards[i]) for i in draws],
-                            samples_independent=len(samples) == 1)
+        return build_result(tree, reward, tokens=seqs[chosen], value=rewards[chosen],
+                            logprob=logps[chosen], samples=samples,
+                            sample_rewards=[rewards[i] for i in draws], best_tokens=seqs[best],
+                            best_reward=rewards[best], independent=len(samples) == 1,
+                            rollouts=len(seqs), model_rollouts=len(seqs),
+                            failed_rollouts=failed.sum())

@@ -45,7 +45,7 @@ import numpy as np
 from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_choice,
                    check_positive)
 from .numerics import gumbel_argmax, logsumexp
-from .stats import sample_stats
+from .stats import build_result
 from .tree import Tree
 
 
@@ -174,7 +174,6 @@ class SMC(Method):
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
-        calls0, bad0 = reward.calls, reward.nonfinite
         f = self.run_filter(session, reward, budget, rng)
         parts, logw = f["parts"], f["logw"]
         # every complete continuation scored (particles and look-aheads) competes for best
@@ -198,13 +197,8 @@ class SMC(Method):
             node = 0
             for t in s:
                 node = tree.add_child(node, t, 0.0)
-        stats = {"rollouts": int(f["sims"]), **tree.stats(), **sample_stats(samples),
-                 "model_rollouts": int(f["model_rollouts"]), "best_reward": float(br),
-                 "reward_calls": int(reward.calls - calls0),
-                 "nonfinite_rewards": int(reward.nonfinite - bad0),
-                 "particles": int(f["particles"]), "resamples": int(f["resamples"]),
-                 "samples_independent": int(len(samples) == 1)}
-        return SearchResult(tokens=tokens, reward=rew, logprob=lp, samples=samples, stats=stats,
-                            best_tokens=bs, best_reward=float(br),
-                            sample_rewards=[float(f["rewards"][i]) for i in draws],
-                            samples_independent=len(samples) == 1)
+        return build_result(tree, reward, tokens=tokens, value=rew, logprob=lp, samples=samples,
+                            sample_rewards=[f["rewards"][i] for i in draws], best_tokens=bs,
+                            best_reward=br, independent=len(samples) == 1, rollouts=f["sims"],
+                            model_rollouts=f["model_rollouts"], particles=f["particles"],
+                            resamples=f["resamples"])
