@@ -51,7 +51,9 @@ def _hydra_message(exc: Exception, overrides: list[str]) -> str:
         key = m.group(1)
         method = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "method"), None)
         if key.startswith("method.") and method:
-            return _method_key_message(key, method)
+            searchpath = [o for o in overrides if o.split("=", 1)[0] == "hydra.searchpath"]
+            value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
+            return _method_key_message(key, method, searchpath, value)
         known = _known_keys()
         close = difflib.get_close_matches(key, known, n=1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
@@ -62,19 +64,26 @@ def _hydra_message(exc: Exception, overrides: list[str]) -> str:
     return f"{first}{' (' + hint + ')' if hint and hint != first else ''}"
 
 
-def _method_key_message(key: str, method: str) -> str:
-    """A ``method.<key>`` that the chosen method has no such setting (e.g. one job of a sweep over
-    ``method=``): name the method, the key and its settings."""
+def _method_key_message(key: str, method: str, searchpath: list[str] = (),
+                        value: str = "...") -> str:
+    """A ``method.<key>`` that the chosen method's config does not hold (e.g. one job of a sweep
+    over ``method=``): name the method, the key and its settings (its constructor's arguments)."""
     import difflib
 
+    sub = key.split(".", 1)[1]
+    listed: list[str] = []
     try:
         from .config import compose
+        from .search.build import method_class, settings
 
-        cfg = compose([f"method={method}"])
-        known = sorted(str(k) for k in cfg.method.keys() if k not in ("_target_", "name"))
+        cfg = compose([*searchpath, f"method={method}"])
+        listed = [str(k) for k in cfg.method.keys() if k not in ("_target_", "name")]
+        known = settings(method_class(cfg.method._target_, method))
     except Exception:  # noqa: BLE001 - the method itself does not compose: reported elsewhere
-        known = []
-    sub = key.split(".", 1)[1]
+        known = listed
+    if sub in known and sub not in listed:
+        return (f"{key} is a setting of method={method} that its config does not list; "
+                f"add it with +{key}={value}")
     close = difflib.get_close_matches(sub, known, n=1)
     hint = f"did you mean method.{close[0]}? " if close else ""
     return (f"{key} is not a setting of method={method}; {hint}its settings: "
