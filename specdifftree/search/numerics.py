@@ -78,13 +78,18 @@ def topk_finite(logw, k: int) -> np.ndarray:
     return order[: min(int(k), int(ok.sum()))]
 
 
-def topk_next(session, prefixes, k: int) -> list[tuple[list[int], list[float]]]:
+def topk_next(session, prefixes, k: int, scores=None) -> list[tuple[list[int], list[float]]]:
     """Per prefix, the k most likely next tokens with p_θ > 0 and their log-probs, largest first
     (ties: lower id first) — what an expansion reads. A model Session answers on the device
     (``session.topk``: only k entries per row reach the host); other sessions (the toy table-LM)
-    from their full log-prob rows with :func:`topk_finite`."""
+    from their full log-prob rows with :func:`topk_finite`. ``scores``: a beam step (the
+    cumulative log-prob of each prefix), passed on to a Session that computes the beam's next
+    step ahead (``beam_lookahead``); it changes no result."""
     if hasattr(session, "topk"):
-        ids, vals = session.topk(prefixes, k)
+        if scores is not None and getattr(session, "beam_lookahead", False):
+            ids, vals = session.topk(prefixes, k, scores=scores)
+        else:
+            ids, vals = session.topk(prefixes, k)
         return [([int(a) for a, v in zip(i, lv) if math.isfinite(v)],
                  [float(v) for v in lv if math.isfinite(v)]) for i, lv in zip(ids, vals)]
     out = []
