@@ -444,3 +444,35 @@ def test_two_simulations_of_a_step_dropping_the_same_failed_rollout():
     ends = [e for e, _, failed in run.extra["sims"] if failed]
     assert len(ends) > len(set(ends))  # the same failed continuation, dropped twice
     assert run.failed == len(ends) and run.meter.done >= 30
+
+
+@pytest.mark.parametrize("cfg", [{"expansion_k": 2}, {"expansion_k": 0, "parallel_rollouts": 4},
+                                 {"expansion_k": 3, "temperature": 5.0, "parallel_rollouts": 3}])
+def test_maxent_ts_values_of_one_child_nodes_are_those_of_the_general_formula(cfg):
+    """MaxEnt-TS's soft value at a node with one child is computed on Python floats
+    (``_backup_one``); at every such backup of real searches (failed rewards included) it is
+    the array formula's (``_backup_node``) to the bit."""
+    from specdifftree.search.maxent_ts import MaxEntTS
+
+    seen = {"n": 0}
+
+    def check(run, x):
+        t = run.tree
+        MaxEntTS._backup_node(m, run, x)
+        want = float(t.value[x])
+        t.value[x] = 123.0
+        MaxEntTS._backup_one(m, run, x)
+        got = float(t.value[x])
+        assert np.array_equal([got], [want], equal_nan=True), (x, got, want)
+        assert np.signbit(got) == np.signbit(want)
+        seen["n"] += 1
+
+    def reward(seqs):
+        return np.array([math.nan if len(s) % 5 == 3 else float(sum(s) % 7) for s in seqs])
+
+    for seed in range(4):
+        m = build("maxent_ts", **cfg)
+        m._backup_one = lambda run, x: check(run, x)
+        m.run(TableSession(BIG, 4), RewardOracle(reward), Budget(rollouts=30, max_new_tokens=8),
+              np.random.default_rng(seed))
+    assert seen["n"] > 100, seen

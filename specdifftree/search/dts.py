@@ -72,7 +72,7 @@ import numpy as np
 from ..errors import ConfigError
 from .base import check_positive
 from .engine import Run, TreeSearch
-from .numerics import gumbel_argmax, logsumexp
+from .numerics import gumbel_argmax, logsumexp, logsumexp_pairs
 from .tree import sample_from_tree, tail_mass, tree_distribution
 
 NEW = -2
@@ -202,7 +202,7 @@ class DTS(TreeSearch):
         else:
             lo0 = lo0_p = 0.0
         pairs = ((lw0 + lo0, lw1 + 0.0), (lp0 + lo0_p, tail + 0.0), (lw0, lw1), (lp0, tail))
-        a, b, zw, zp = _lse_pairs(pairs)
+        a, b, zw, zp = logsumexp_pairs(pairs)
         t.logopen[x] = a - zw if math.isfinite(a) else -np.inf
         t.logopen_p[x] = b - zp if math.isfinite(b) else -np.inf
 
@@ -326,27 +326,6 @@ class DTS(TreeSearch):
             return tree_distribution(t, self.lam)
         ends, logw = self.answer_weights(run)
         return weights_law([t.prefix(e) for e in ends], logw)
-
-
-def _lse_pairs(pairs) -> list[float]:
-    """:func:`logsumexp` of each pair of floats, with one ``np.exp`` call for all of them: the
-    same maximum, differences, exponentials (numpy's, elementwise), sum and ``math.log`` as
-    ``logsumexp(np.array(pair))``, so the same result to the bit."""
-    ms, diffs = [], []
-    for u, v in pairs:
-        m = math.nan if u != u or v != v else (u if u >= v else v)  # as ndarray.max
-        ms.append(m)
-        if math.isfinite(m):
-            diffs += (u - m, v - m)
-    e = np.exp(np.array(diffs)) if diffs else ()
-    out, i = [], 0
-    for m in ms:
-        if math.isfinite(m):
-            out.append(m + math.log(float(e[i] + e[i + 1])))
-            i += 2
-        else:
-            out.append(m)
-    return out
 
 
 def weights_law(seqs, logw: np.ndarray) -> dict[tuple[int, ...], float]:

@@ -27,6 +27,27 @@ def logsumexp(x) -> float:
     return m + math.log(float(np.exp(a - m).sum()))
 
 
+def logsumexp_pairs(pairs) -> list[float]:
+    """:func:`logsumexp` of each pair of floats, with one ``np.exp`` call for all of them: the
+    same maximum, differences, exponentials (numpy's, elementwise), sum and ``math.log`` as
+    ``logsumexp(np.array(pair))``, so the same result to the bit."""
+    ms, diffs = [], []
+    for u, v in pairs:
+        m = math.nan if u != u or v != v else (u if u >= v else v)  # as ndarray.max
+        ms.append(m)
+        if math.isfinite(m):
+            diffs += (u - m, v - m)
+    e = np.exp(np.array(diffs)) if diffs else ()
+    out, i = [], 0
+    for m in ms:
+        if math.isfinite(m):
+            out.append(m + math.log(float(e[i] + e[i + 1])))
+            i += 2
+        else:
+            out.append(m)
+    return out
+
+
 def log1mexp(a: float) -> float:
     """log(1 - exp(a)) for a <= 0, accurate over the whole range (Mächler 2012).
 
