@@ -115,10 +115,10 @@ class Recorder:
             self.steps = getattr(self, "steps", []) + [len(prefixes)]
         return out
 
-    def topk(self, prefixes, k):
+    def topk(self, prefixes, k, **kw):
         self.sequences += [tuple(p) for p in prefixes]
         before = self._s.tokens_processed
-        out = self._s.topk(prefixes, k)
+        out = self._s.topk(prefixes, k, **kw)
         if self._s.tokens_processed > before:
             self.steps = getattr(self, "steps", []) + [len(prefixes)]
         return out

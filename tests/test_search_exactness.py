@@ -394,3 +394,87 @@ def test_dts_and_sir_reach_pi_through_the_real_mlx_session():
     assert tv_dts < fl + 0.03 and tv_sir < fl + 0.03, (tv_dts, tv_sir, fl)
     # measured: dts 0.020, sir 0.051, capped 0.141, floor 0.037
     assert tv_cap > fl + 0.07, (tv_cap, fl)
+
+
+@pytest.mark.parametrize("cfg", [{"expansion_k": 0}, {"expansion_k": 2, "parallel_rollouts": 4},
+                                 {"expansion_k": 3, "temperature": 5.0, "defensive": 0.0,
+                                  "parallel_rollouts": 3}])
+def test_open_shares_of_one_child_nodes_are_those_of_the_general_formula(cfg):
+    """DTS's open shares at a node with one child (a rollout's chain) are computed on Python
+    floats (``_refresh_one``); at every such refresh of real searches — children in flight,
+    failed rewards (NaN) dropped, new children possible or not — the result is the general
+    formula's (``_refresh_node``, on arrays) to the bit."""
+    from specdifftree.search.dts import DTS
+
+    seen = {"n": 0, "unvisited": 0, "closed": 0}
+
+    def check(run, x):
+        t = run.tree
+        DTS._refresh_node(m, run, x)
+        want = (float(t.logopen[x]), float(t.logopen_p[x]))
+        t.logopen[x] = t.logopen_p[x] = 123.0
+        DTS._refresh_one(m, run, x)
+        got = (float(t.logopen[x]), float(t.logopen_p[x]))
+        assert np.array_equal(np.array(got), np.array(want), equal_nan=True), (x, got, want)
+        assert np.signbit(got).tolist() == np.signbit(want).tolist()
+        (c,) = t.children[x].values()
+        seen["n"] += 1
+        seen["unvisited"] += int(t.visits[c] == 0)
+        seen["closed"] += int(t.terminal[c])
+
+    def reward(seqs):
+        return np.array([math.nan if len(s) % 5 == 3 else float(sum(s) % 7) for s in seqs])
+
+    for seed in range(4):
+        m = build("dts", **cfg)
+        m._refresh_one = lambda run, x: check(run, x)
+        m.run(TableSession(BIG, 4), RewardOracle(reward), Budget(rollouts=30, max_new_tokens=8),
+              np.random.default_rng(seed))
+    assert seen["n"] > 100 and seen["closed"] > 10, seen
+
+
+def test_two_simulations_of_a_step_dropping_the_same_failed_rollout():
+    """With parallel rollouts two leaves of one step can roll out the same continuation, and
+    when its reward fails both simulations are dropped: the second finds the rollout's chain
+    already unlinked (this search used to stop with a KeyError)."""
+    def reward(seqs):
+        return np.array([math.nan if len(s) % 5 == 3 else float(sum(s) % 7) for s in seqs])
+
+    m = build("dts", expansion_k=3, temperature=5.0, defensive=0.0, parallel_rollouts=3)
+    run = m.run(TableSession(BIG, 4), RewardOracle(reward), Budget(rollouts=30, max_new_tokens=8),
+                np.random.default_rng(0))
+    ends = [e for e, _, failed in run.extra["sims"] if failed]
+    assert len(ends) > len(set(ends))  # the same failed continuation, dropped twice
+    assert run.failed == len(ends) and run.meter.done >= 30
+
+
+@pytest.mark.parametrize("cfg", [{"expansion_k": 2}, {"expansion_k": 0, "parallel_rollouts": 4},
+                                 {"expansion_k": 3, "temperature": 5.0, "parallel_rollouts": 3}])
+def test_maxent_ts_values_of_one_child_nodes_are_those_of_the_general_formula(cfg):
+    """MaxEnt-TS's soft value at a node with one child is computed on Python floats
+    (``_backup_one``); at every such backup of real searches (failed rewards included) it is
+    the array formula's (``_backup_node``) to the bit."""
+    from specdifftree.search.maxent_ts import MaxEntTS
+
+    seen = {"n": 0}
+
+    def check(run, x):
+        t = run.tree
+        MaxEntTS._backup_node(m, run, x)
+        want = float(t.value[x])
+        t.value[x] = 123.0
+        MaxEntTS._backup_one(m, run, x)
+        got = float(t.value[x])
+        assert np.array_equal([got], [want], equal_nan=True), (x, got, want)
+        assert np.signbit(got) == np.signbit(want)
+        seen["n"] += 1
+
+    def reward(seqs):
+        return np.array([math.nan if len(s) % 5 == 3 else float(sum(s) % 7) for s in seqs])
+
+    for seed in range(4):
+        m = build("maxent_ts", **cfg)
+        m._backup_one = lambda run, x: check(run, x)
+        m.run(TableSession(BIG, 4), RewardOracle(reward), Budget(rollouts=30, max_new_tokens=8),
+              np.random.default_rng(seed))
+    assert seen["n"] > 100, seen

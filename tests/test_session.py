@@ -212,3 +212,81 @@ def test_rows_with_their_own_limits_share_a_batch(tiny_lm, prompt):
     assert s.tokens_processed - s.prompt_tokens == fed
     with pytest.raises(ValueError, match="max_new_tokens"):
         s.rollout([(), ()], [3], temperature=0.0)
+
+
+class _HostRows:
+    """A Session seen without ``topk``: a beam then reads full log-prob rows on the host and
+    takes their top-k there (the reference for the beam step computed ahead on the device)."""
+
+    def __init__(self, session):
+        self._s = session
+
+    def __getattr__(self, name):
+        if name in ("topk", "beam_lookahead"):
+            raise AttributeError(name)
+        return getattr(self._s, name)
+
+
+@pytest.mark.parametrize("eos_ranks", [(), (0,), (1, 2)], ids=["no-eos", "top1-eos", "top2,3-eos"])
+@pytest.mark.parametrize("k,depth", [(4, 10), (3, 16), (1, 8)])
+def test_beam_steps_computed_ahead_give_the_reference_beams(tiny_lm, prompt, k, depth, eos_ranks):
+    """Beam search on the Session, whose every step after the first is queued on the device
+    before the host has read the step before (``topk(..., scores=...)``), keeps exactly the
+    hypotheses of a beam that reads full log-prob rows on the host, feeds the same tokens, and
+    every step after the first is served by the step queued ahead. Some of the model's likeliest
+    first tokens are made EOS so that finished hypotheses take places in the beam (then rows fed
+    ahead go unused: ``speculative_tokens``, not ``tokens_processed``)."""
+    from specdifftree.search.base import Budget, RewardOracle
+    from specdifftree.search.beam import Beam
+
+    top, _ = Session(tiny_lm, prompt).topk([()], 3)
+    eos = frozenset(int(top[0][r]) for r in eos_ranks) or None
+
+    def search(session):
+        if eos is not None:
+            session.eos_ids = eos
+        res = Beam(expansion_k=k).search(
+            session, RewardOracle(lambda seqs: np.array([float(sum(q) % 97) for q in seqs])),
+            Budget(max_new_tokens=depth), np.random.default_rng(0))
+        return res
+
+    s = Session(tiny_lm, prompt)
+    served = []  # per topk call: was it served by the step queued ahead?
+    take = s._take_ahead
+
+    def take_and_keep(ps):
+        out = take(ps)
+        served.append(out is not None)
+        return out
+
+    s._take_ahead = take_and_keep
+    res = search(s)
+    ref_session = Session(tiny_lm, prompt)
+    ref = search(_HostRows(ref_session))
+    assert res.samples == ref.samples
+    assert res.tokens == ref.tokens
+    assert res.logprob == pytest.approx(ref.logprob, abs=1e-4)
+    assert s.tokens_processed == ref_session.tokens_processed
+    assert served and not served[0] and all(served[1:])
+    if not eos_ranks:  # every row fed ahead was asked for
+        assert s.stats.speculative_tokens == 0
+        assert s.model_calls == ref_session.model_calls
+
+
+def test_a_beam_step_queued_ahead_that_is_not_asked_for_changes_nothing(tiny_lm, prompt):
+    """A query that is not among the extensions queued ahead is computed as usual (same
+    log-probs as a fresh Session); the rows fed ahead count as speculative tokens only."""
+    s = Session(tiny_lm, prompt)
+    fresh = Session(tiny_lm, prompt, kv_cache_mb=0)
+    ids, _ = s.topk([()], 3, scores=[0.0])
+    other = int(fresh.topk([()], 10)[0][0][-1])  # not among the 3 extensions queued ahead
+    before = s.tokens_processed
+    q = [(other,), (int(ids[0][0]),)]
+    got = s.topk(q, 5)
+    want = fresh.topk(q, 5)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], atol=1e-4)
+    assert s.tokens_processed - before == 2
+    assert s.stats.speculative_tokens == 3
+    with pytest.raises(ValueError, match="1 scores for 2 prefixes"):
+        s.topk(q, 5, scores=[0.0])

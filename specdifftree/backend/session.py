@@ -115,6 +115,8 @@ class Session:
         # prefixes all extend these rows by one token (a beam step) gathers them in one take per
         # layer instead of reassembling each row from the prefix store
         self._hot = None
+        # a beam step queued ahead by ``topk(..., scores=...)``, or None (see ``_queue_beam_step``)
+        self._ahead = None
         # prefill in chunks (as mlx-lm does) so attention memory stays bounded for long prompts;
         # as in mlx-lm, all but the last prompt token only fill the KV cache (no vocabulary-size
         # logits for every prompt position), and the last one gives the first distribution
@@ -332,8 +334,11 @@ class Session:
         return p
 
     # ------------------------------------------------------------------ public API
-    def _rows(self, prefixes: Sequence[Sequence[int]]) -> list:
-        """Device log-prob rows after each prefix, computing what is not cached."""
+    def _rows(self, prefixes: Sequence[Sequence[int]], keep_ahead: bool = False) -> list:
+        """Device log-prob rows after each prefix, computing what is not cached. A beam step
+        queued ahead is given up unless ``keep_ahead`` (its rows stay counted as speculative)."""
+        if not keep_ahead:
+            self._ahead = None
         ps = [self._check_prefix(p) for p in prefixes]
         found = {p: self._row(p) for p in ps if p in self._lp}
         todo = list(dict.fromkeys(p for p in ps if p not in found))
@@ -415,24 +420,138 @@ class Session:
         self._wait(rows)
         return np.array(rows).astype(np.float64)
 
-    def topk(self, prefixes: Sequence[Sequence[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def topk(self, prefixes: Sequence[Sequence[int]], k: int,
+             scores: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k most likely next tokens after each prefix, computed on the device: ``(ids,
         logprobs)``, each (B, k) on the host, largest first (ties: lower id first; -inf entries
-        come last, callers drop them)."""
+        come last, callers drop them).
+
+        ``scores``: this is a beam step, ``scores[i]`` the cumulative log-prob of ``prefixes[i]``
+        (all prefixes of one length). Before the host reads this step's top-k, the Session then
+        queues on the device the forward pass of the k best one-token extensions by score +
+        log-prob — the hypotheses a beam of width k keeps, so the ones it asks about next — as
+        mlx-lm's ``generate_step`` queues step t+1 before reading step t (see
+        :meth:`_queue_beam_step`)."""
         mx = self._mx
         B, k = len(prefixes), max(0, min(int(k), self.vocab_size))
         if B == 0 or k == 0:
+            self._ahead = None
             return np.zeros((B, 0), dtype=np.int64), np.zeros((B, 0))
-        lp = mx.stack(self._rows(prefixes))
+        if scores is not None and len(scores) != B:
+            raise ValueError(f"{len(scores)} scores for {B} prefixes")
         # a few extra candidates so ties at the k-th value are resolved by id on the host
         kk = min(self.vocab_size, k + 8)
+        ps = [self._check_prefix(p) for p in prefixes]
+        lp = self._take_ahead(ps)
+        if lp is None:
+            lp = mx.stack(self._rows(ps))
         ids = mx.argpartition(-lp, kk - 1, axis=-1)[:, :kk]
         vals = mx.take_along_axis(lp, ids, axis=-1)
+        if scores is not None:
+            self._queue_beam_step(ps, scores, ids, vals, k)
         self._wait(ids, vals)
         ids_np, vals_np = np.array(ids).astype(np.int64), np.array(vals).astype(np.float64)
         order = np.lexsort((ids_np, -vals_np), axis=-1)[:, :k]
         return (np.take_along_axis(ids_np, order, axis=-1),
                 np.take_along_axis(vals_np, order, axis=-1))
+
+    #: ``topk`` takes ``scores`` and then computes a beam's next step ahead
+    beam_lookahead = True
+    #: a beam is pipelined while its candidates per step (k · (k + 8)) stay under this
+    BEAM_AHEAD_MAX_CANDIDATES = 2**20
+
+    def _source_rows(self, prefixes: list):
+        """The cache whose rows hold the KV of ``prefixes`` and those rows (device int array),
+        or None: the hot batch, or the prompt's cache for the root."""
+        if self._hot is not None and all(p in self._hot[1] for p in prefixes):
+            cache, rows, _ = self._hot
+            return cache, self._mx.array([rows[p] for p in prefixes])
+        if all(not p for p in prefixes):
+            return self._prompt_cache, self._mx.zeros((len(prefixes),), dtype=self._mx.int32)
+        return None
+
+    def _queue_beam_step(self, prefixes: list, scores, ids, vals, k: int) -> None:
+        """Queue (``mx.async_eval``, nothing read on the host) the beam's next forward pass.
+
+        ``ids``/``vals``: the (B, kk) top-kk candidates after each prefix (lazy). On the device:
+        candidate scores ``scores[i] + vals[i, j]`` (float32), the n = min(k, B·kk) best of them
+        (row ``src`` and token ``tok`` each), the KV rows of their parents gathered from the
+        cache holding ``prefixes`` (one take per layer and tensor: the parents' left padding and
+        offsets are gathered too, so no host read), and the forward pass feeding ``tok``. The
+        beam keeps the k best of its finished hypotheses and these extensions, so the next query
+        is a subset of them, unless float64 rounding on the host orders near-ties differently —
+        :meth:`_take_ahead` checks which it is. The n fed tokens count as
+        ``stats.speculative_tokens`` until a query uses them."""
+        from mlx_lm.models.cache import BatchKVCache, KVCache
+
+        mx = self._mx
+        self._ahead = None
+        B, kk = ids.shape
+        if (k * (k + 8) > self.BEAM_AHEAD_MAX_CANDIDATES or len(set(prefixes)) != B
+                or len({len(p) for p in prefixes}) != 1):
+            return
+        if self.lm.max_context and len(self.prompt) + len(prefixes[0]) + 1 > self.lm.max_context:
+            return
+        source = self._source_rows(prefixes)
+        if source is None:
+            return
+        cache, rows = source
+        n = min(k, B * kk)
+        cand = (mx.array(np.asarray(scores, dtype=np.float32))[:, None] + vals).reshape(-1)
+        sel = mx.argpartition(-cand, n - 1)[:n] if n < B * kk else mx.arange(B * kk)
+        src, tok = sel // kk, ids.reshape(-1)[sel]
+        t0 = time.perf_counter()
+        mx.async_eval(ids, vals, src, tok)  # read by the next call before the pass below is done
+        self.stats.model_time_s += time.perf_counter() - t0
+        parent = mx.take(rows, src)
+        first = cache[0]
+        new = []
+        for c in cache:
+            nc = BatchKVCache([0] * n)
+            nc.keys, nc.values = mx.take(c.keys, parent, axis=0), mx.take(c.values, parent, axis=0)
+            if isinstance(first, BatchKVCache):
+                nc.left_padding = mx.take(c.left_padding, parent)
+                nc.offset = mx.take(c.offset, parent)
+                nc._idx = c._idx
+            else:  # a plain cache (the prompt's, or one row): no padding
+                nc.offset = mx.full((n,), c.offset, dtype=mx.int32)
+                nc._idx = c.offset
+            new.append(nc)
+        lp = self._forward(tok[:, None], new, count=False)
+        t0 = time.perf_counter()
+        mx.async_eval(lp)
+        self.stats.model_time_s += time.perf_counter() - t0
+        self.stats.speculative_tokens += n
+        self._ahead = (list(prefixes), src, tok, new, lp)
+
+    def _take_ahead(self, prefixes: list):
+        """The (B, V) log-prob rows after ``prefixes`` from the beam step queued ahead, when
+        every prefix is one of its extensions (then its cache becomes the hot batch and its
+        used rows are counted in ``tokens_processed``); else None."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        parents, src, tok, cache, lp = ahead
+        t0 = time.perf_counter()
+        src_np, tok_np = np.array(src).tolist(), np.array(tok).tolist()  # computed long ago
+        self.stats.model_time_s += time.perf_counter() - t0
+        made = {}
+        for r, (i, a) in enumerate(zip(src_np, tok_np)):
+            made.setdefault(parents[i] + (int(a),), r)
+        if not all(p in made for p in prefixes):
+            return None
+        used = [made[p] for p in prefixes]
+        self.stats.speculative_tokens -= len(set(used))
+        self.stats.tokens_processed += len(set(used))
+        self.stats.kv_reused_tokens += sum(len(p) - 1 for p in prefixes)
+        for p, r in zip(prefixes, used):
+            self._remember(p, lp, r)
+        # the hot batch: the KV of every parent row any used row extends is in these rows; rows
+        # fed ahead that no query used are left out (never counted, never stored)
+        self._hot = (cache, {p: r for p, r in zip(prefixes, used)}, False)
+        if used == list(range(lp.shape[0])):
+            return lp
+        return self._mx.take(lp, self._mx.array(used), axis=0)
 
     def _masked_row(self, prefix: Sequence[int], exclude):
         """The next-token log-prob row after ``prefix`` (on the device) with the tokens in
@@ -501,6 +620,7 @@ class Session:
                 out[i] = ro
             return out
         longest = max(limits)
+        self._ahead = None
         self._flush_hot()
         cache, lps = self._prepare(prefixes, [self._plan(p) for p in prefixes], room=longest)
         batched = B > 1
@@ -597,3 +717,4 @@ class Session:
         self.stats.eval_tokens += len(feed)
         total = float(np.array(first).astype(np.float64)) + float(np.array(picked).astype(np.float64).sum())
         return total, len(feed)
+

@@ -51,7 +51,12 @@ class Beam(Method):
             if left is not None and cost > 0 and cost > left:
                 stopped = True
                 break
-            nxt = topk_next(session, [tree.prefix(n) for _, n in alive], k)
+            # a Session computes the next step ahead on the device while this one is read;
+            # not when this step reaches the depth limit or the next one may not fit the budget
+            depth = int(tree.depth[alive[0][1]])
+            ahead = depth + 1 < D and (left is None or left - cost >= k * (depth + 1))
+            nxt = topk_next(session, [tree.prefix(n) for _, n in alive], k,
+                            scores=[s for s, _ in alive] if ahead else None)
             cands = [(s, n) for s, n in beam if tree.terminal[n]]
             for (s, n), (ids, lps) in zip(alive, nxt):
                 for a, lp in zip(ids, lps):

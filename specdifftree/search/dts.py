@@ -72,7 +72,7 @@ import numpy as np
 from ..errors import ConfigError
 from .base import check_positive
 from .engine import Run, TreeSearch
-from .numerics import gumbel_argmax, logsumexp
+from .numerics import gumbel_argmax, logsumexp, logsumexp_pairs
 from .tree import sample_from_tree, tail_mass, tree_distribution
 
 NEW = -2
@@ -172,10 +172,46 @@ class DTS(TreeSearch):
             if t.terminal[x]:
                 t.logopen[x] = t.logopen_p[x] = -np.inf if not math.isnan(t.reward[x]) else 0.0
                 continue
-            _, logw, logp, logo, logo_p = self.options(run, x)
-            a, b = logsumexp(logw + logo), logsumexp(logp + logo_p)
-            t.logopen[x] = a - logsumexp(logw) if math.isfinite(a) else -np.inf
-            t.logopen_p[x] = b - logsumexp(logp) if math.isfinite(b) else -np.inf
+            if len(t.children[x]) == 1:  # a rollout's chain, mostly: the same sums on floats
+                self._refresh_one(run, x)
+            else:
+                self._refresh_node(run, x)
+
+    def _refresh_node(self, run: Run, x: int) -> None:
+        """The open shares of a non-terminal node from its :meth:`options`."""
+        t = run.tree
+        _, logw, logp, logo, logo_p = self.options(run, x)
+        a, b = logsumexp(logw + logo), logsumexp(logp + logo_p)
+        t.logopen[x] = a - logsumexp(logw) if math.isfinite(a) else -np.inf
+        t.logopen_p[x] = b - logsumexp(logp) if math.isfinite(b) else -np.inf
+
+    def _refresh_one(self, run: Run, x: int) -> None:
+        """``refresh_open`` at a node with one child, computed on Python floats: the same
+        operations as :meth:`options` and :func:`logsumexp` on its two options (child, new
+        child) in the same order, and one ``np.exp`` call for the four sums' exponentials, so
+        the result is the same to the bit (``tests/test_search_exactness.py`` checks it)."""
+        t = run.tree
+        (c,) = t.children[x].values()
+        vx = self._value(t, x)
+        val = float(t.value[c])
+        visited = bool(t.visits[c] > 0)
+        closed = bool(t.terminal[c])
+        tail = tail_mass(t, x, run.session) if self.can_expand(run, x) else -math.inf
+        lp0 = float(t.logp[c])
+        if not visited and closed and t.closed[c]:
+            lp0 = -math.inf  # a failed terminal
+        lw0 = lp0 + self.lam * (vx if math.isnan(val) else val)
+        lw1 = tail + self.lam * vx
+        if closed:
+            lo0 = lo0_p = -math.inf
+        elif visited:
+            lo0, lo0_p = float(t.logopen[c]), float(t.logopen_p[c])
+        else:
+            lo0 = lo0_p = 0.0
+        pairs = ((lw0 + lo0, lw1 + 0.0), (lp0 + lo0_p, tail + 0.0), (lw0, lw1), (lp0, tail))
+        a, b, zw, zp = logsumexp_pairs(pairs)
+        t.logopen[x] = a - zw if math.isfinite(a) else -np.inf
+        t.logopen_p[x] = b - zp if math.isfinite(b) else -np.inf
 
     def select(self, run: Run) -> int | None:
         """One draw from the proposal q = β·p_θ + (1 − β)·q_tree restricted to what is not

@@ -206,7 +206,9 @@ class TreeSearch(Method):
         while node >= 0 and child != leaf and node != leaf and t.visits[node] == 0 \
                 and len(t.children[node]) == 1:
             child, node = node, int(t.parent[node])
-        if child != end and child != leaf:  # unlink the rollout's chain below ``leaf``
+        # unlink the rollout's chain below ``leaf`` (already done when another simulation of
+        # the step rolled out the same failed continuation from the same leaf)
+        if child != end and child != leaf and t.children[node].get(int(t.token[child])) == child:
             del t.children[node][int(t.token[child])]
             t.tail[node] = np.nan
         t.update_closed(t.path(end), lambda x: self.no_new(run, x))

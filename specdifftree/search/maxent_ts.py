@@ -49,7 +49,7 @@ import numpy as np
 
 from .base import check_positive
 from .engine import Run, TreeSearch
-from .numerics import expansion_tokens, gumbel_argmax, logsumexp
+from .numerics import expansion_tokens, gumbel_argmax, logsumexp, logsumexp_pairs
 from .tree import log_rest_mass
 
 
@@ -105,12 +105,41 @@ class MaxEntTS(TreeSearch):
 
     def backup(self, run: Run, path: list[int]) -> None:
         t = run.tree
-        lam = self.lam
         for x in reversed(path[:-1]):
-            kids = t.kids(x)
-            vis = kids[t.visits[kids] > 0]
-            terms = t.logp[vis] + lam * t.value[vis]
+            if len(t.children[x]) == 1:  # a rollout's chain, mostly: the same sums on floats
+                self._backup_one(run, x)
+            else:
+                self._backup_node(run, x)
+
+    def _backup_node(self, run: Run, x: int) -> None:
+        """v̂(x) from its evaluated children and the unexpanded rest (module docstring)."""
+        t = run.tree
+        lam = self.lam
+        kids = t.kids(x)
+        vis = kids[t.visits[kids] > 0]
+        terms = t.logp[vis] + lam * t.value[vis]
+        rest = log_rest_mass(t, x, vis, run.session)
+        if rest > -math.inf:
+            terms = np.append(terms, rest + lam * t.mean_value(x))
+        t.value[x] = logsumexp(terms) / lam
+
+    def _backup_one(self, run: Run, x: int) -> None:
+        """``backup`` at a node with one child, on Python floats: the same operations as the
+        array formula in the same order (the log-sum-exp of one term is that term; of two, one
+        ``np.exp`` call), so the same value to the bit (``tests/test_search_exactness.py``)."""
+        t = run.tree
+        lam = self.lam
+        (c,) = t.children[x].values()
+        if not t.visits[c] > 0:  # nothing evaluated below x: the array formula's empty sum
+            vis = np.zeros(0, dtype=np.int64)
             rest = log_rest_mass(t, x, vis, run.session)
-            if rest > -math.inf:
-                terms = np.append(terms, rest + lam * t.mean_value(x))
-            t.value[x] = logsumexp(terms) / lam
+            terms = [rest + lam * t.mean_value(x)] if rest > -math.inf else []
+            t.value[x] = (logsumexp(terms) if terms else -math.inf) / lam
+            return
+        term = float(t.logp[c]) + lam * float(t.value[c])
+        rest = log_rest_mass(t, x, np.array([c]), run.session)
+        if rest > -math.inf:
+            (v,) = logsumexp_pairs([(term, rest + lam * t.mean_value(x))])
+        else:
+            v = term + 0.0  # logsumexp of one term: the term (+ log 1)
+        t.value[x] = v / lam

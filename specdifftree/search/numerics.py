@@ -27,6 +27,27 @@ def logsumexp(x) -> float:
     return m + math.log(float(np.exp(a - m).sum()))
 
 
+def logsumexp_pairs(pairs) -> list[float]:
+    """:func:`logsumexp` of each pair of floats, with one ``np.exp`` call for all of them: the
+    same maximum, differences, exponentials (numpy's, elementwise), sum and ``math.log`` as
+    ``logsumexp(np.array(pair))``, so the same result to the bit."""
+    ms, diffs = [], []
+    for u, v in pairs:
+        m = math.nan if u != u or v != v else (u if u >= v else v)  # as ndarray.max
+        ms.append(m)
+        if math.isfinite(m):
+            diffs += (u - m, v - m)
+    e = np.exp(np.array(diffs)) if diffs else ()
+    out, i = [], 0
+    for m in ms:
+        if math.isfinite(m):
+            out.append(m + math.log(float(e[i] + e[i + 1])))
+            i += 2
+        else:
+            out.append(m)
+    return out
+
+
 def log1mexp(a: float) -> float:
     """log(1 - exp(a)) for a <= 0, accurate over the whole range (Mächler 2012).
 
@@ -78,13 +99,18 @@ def topk_finite(logw, k: int) -> np.ndarray:
     return order[: min(int(k), int(ok.sum()))]
 
 
-def topk_next(session, prefixes, k: int) -> list[tuple[list[int], list[float]]]:
+def topk_next(session, prefixes, k: int, scores=None) -> list[tuple[list[int], list[float]]]:
     """Per prefix, the k most likely next tokens with p_θ > 0 and their log-probs, largest first
     (ties: lower id first) — what an expansion reads. A model Session answers on the device
     (``session.topk``: only k entries per row reach the host); other sessions (the toy table-LM)
-    from their full log-prob rows with :func:`topk_finite`."""
+    from their full log-prob rows with :func:`topk_finite`. ``scores``: a beam step (the
+    cumulative log-prob of each prefix), passed on to a Session that computes the beam's next
+    step ahead (``beam_lookahead``); it changes no result."""
     if hasattr(session, "topk"):
-        ids, vals = session.topk(prefixes, k)
+        if scores is not None and getattr(session, "beam_lookahead", False):
+            ids, vals = session.topk(prefixes, k, scores=scores)
+        else:
+            ids, vals = session.topk(prefixes, k)
         return [([int(a) for a, v in zip(i, lv) if math.isfinite(v)],
                  [float(v) for v in lv if math.isfinite(v)]) for i, lv in zip(ids, vals)]
     out = []
