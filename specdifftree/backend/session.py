@@ -482,7 +482,7 @@ class Session:
         is a subset of them, unless float64 rounding on the host orders near-ties differently —
         :meth:`_take_ahead` checks which it is. The n fed tokens count as
         ``stats.speculative_tokens`` until a query uses them."""
-        from mlx_lm.models.cache import BatchKVCache, KVCache
+        from mlx_lm.models.cache import BatchKVCache
 
         mx = self._mx
         self._ahead = None
@@ -543,7 +543,6 @@ class Session:
         used = [made[p] for p in prefixes]
         self.stats.speculative_tokens -= len(set(used))
         self.stats.tokens_processed += len(set(used))
-        self.stats.kv_reused_tokens += sum(len(p) - 1 for p in prefixes)
         for p, r in zip(prefixes, used):
             self._remember(p, lp, r)
         # the hot batch: the KV of every parent row any used row extends is in these rows; rows
