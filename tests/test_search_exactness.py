@@ -396,6 +396,11 @@ def test_dts_and_sir_reach_pi_through_the_real_mlx_session():
     assert tv_cap > fl + 0.07, (tv_cap, fl)
 
 
+def nan_every_fifth_length(seqs):
+    """Rewards with a NaN for every continuation whose length is 3 mod 5 (failed rewards)."""
+    return np.array([math.nan if len(s) % 5 == 3 else float(sum(s) % 7) for s in seqs])
+
+
 @pytest.mark.parametrize("cfg", [{"expansion_k": 0}, {"expansion_k": 2, "parallel_rollouts": 4},
                                  {"expansion_k": 3, "temperature": 5.0, "defensive": 0.0,
                                   "parallel_rollouts": 3}])
@@ -422,14 +427,11 @@ def test_open_shares_of_one_child_nodes_are_those_of_the_general_formula(cfg):
         seen["unvisited"] += int(t.visits[c] == 0)
         seen["closed"] += int(t.terminal[c])
 
-    def reward(seqs):
-        return np.array([math.nan if len(s) % 5 == 3 else float(sum(s) % 7) for s in seqs])
-
     for seed in range(4):
         m = build("dts", **cfg)
         m._refresh_one = lambda run, x: check(run, x)
-        m.run(TableSession(BIG, 4), RewardOracle(reward), Budget(rollouts=30, max_new_tokens=8),
-              np.random.default_rng(seed))
+        m.run(TableSession(BIG, 4), RewardOracle(nan_every_fifth_length),
+              Budget(rollouts=30, max_new_tokens=8), np.random.default_rng(seed))
     assert seen["n"] > 100 and seen["closed"] > 10, seen
 
 
@@ -437,12 +439,9 @@ def test_two_simulations_of_a_step_dropping_the_same_failed_rollout():
     """With parallel rollouts two leaves of one step can roll out the same continuation, and
     when its reward fails both simulations are dropped: the second finds the rollout's chain
     already unlinked (this search used to stop with a KeyError)."""
-    def reward(seqs):
-        return np.array([math.nan if len(s) % 5 == 3 else float(sum(s) % 7) for s in seqs])
-
     m = build("dts", expansion_k=3, temperature=5.0, defensive=0.0, parallel_rollouts=3)
-    run = m.run(TableSession(BIG, 4), RewardOracle(reward), Budget(rollouts=30, max_new_tokens=8),
-                np.random.default_rng(0))
+    run = m.run(TableSession(BIG, 4), RewardOracle(nan_every_fifth_length),
+                Budget(rollouts=30, max_new_tokens=8), np.random.default_rng(0))
     ends = [e for e, _, failed in run.extra["sims"] if failed]
     assert len(ends) > len(set(ends))  # the same failed continuation, dropped twice
     assert run.failed == len(ends) and run.meter.done >= 30
@@ -469,12 +468,9 @@ def test_maxent_ts_values_of_one_child_nodes_are_those_of_the_general_formula(cf
         assert np.signbit(got) == np.signbit(want)
         seen["n"] += 1
 
-    def reward(seqs):
-        return np.array([math.nan if len(s) % 5 == 3 else float(sum(s) % 7) for s in seqs])
-
     for seed in range(4):
         m = build("maxent_ts", **cfg)
         m._backup_one = lambda run, x: check(run, x)
-        m.run(TableSession(BIG, 4), RewardOracle(reward), Budget(rollouts=30, max_new_tokens=8),
-              np.random.default_rng(seed))
+        m.run(TableSession(BIG, 4), RewardOracle(nan_every_fifth_length),
+              Budget(rollouts=30, max_new_tokens=8), np.random.default_rng(seed))
     assert seen["n"] > 100, seen
