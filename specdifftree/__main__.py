@@ -67,27 +67,26 @@ def _hydra_message(exc: Exception, overrides: list[str]) -> str:
 def _method_key_message(key: str, method: str, searchpath: list[str] = (),
                         value: str = "...") -> str:
     """A ``method.<key>`` that the chosen method's config does not hold (e.g. one job of a sweep
-    over ``method=``): name the method, the key and its settings (its constructor's arguments)."""
-    import difflib
+    over ``method=``): name the method, the key and its settings (its constructor's arguments,
+    :func:`specdifftree.search.build.check_keys`)."""
+    from .config import compose
+    from .errors import ConfigError
+    from .search.build import check_keys, method_class, settings
 
     sub = key.split(".", 1)[1]
-    listed: list[str] = []
     try:
-        from .config import compose
-        from .search.build import method_class, settings
-
         cfg = compose([*searchpath, f"method={method}"])
-        listed = [str(k) for k in cfg.method.keys() if k not in ("_target_", "name")]
-        known = settings(method_class(cfg.method._target_, method))
+        cls = method_class(cfg.method._target_, method)
     except Exception:  # noqa: BLE001 - the method itself does not compose: reported elsewhere
-        known = listed
-    if sub in known and sub not in listed:
+        return f"{key} is not a setting of method={method}"
+    if sub in settings(cls):
         return (f"{key} is a setting of method={method} that its config does not list; "
                 f"add it with +{key}={value}")
-    close = difflib.get_close_matches(sub, known, n=1)
-    hint = f"did you mean method.{close[0]}? " if close else ""
-    return (f"{key} is not a setting of method={method}; {hint}its settings: "
-            f"{', '.join(known) or 'none'} (sweep methods with different settings in separate runs)")
+    try:
+        check_keys(cls, method, [sub])
+    except ConfigError as exc:
+        return f"{exc} (sweep methods with different settings in separate runs)"
+    return f"{key} is not a setting of method={method}"
 
 
 def _shape_message(overrides: list[str]) -> str | None:

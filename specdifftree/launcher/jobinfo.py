@@ -67,15 +67,16 @@ def write_job_info(job_dir: str | Path, info: dict) -> Path:
 
 
 def result_keys(job_dir: str | Path) -> set[tuple]:
-    """``(method, dataset, seed, series_id)`` of the rows already in ``results.jsonl``."""
+    """The row keys (:func:`specdifftree.results.row_key`) of the rows already in
+    ``results.jsonl``."""
     from ..errors import SpecDiffTreeError
-    from ..results import read_results
+    from ..results import read_results, row_key
 
     try:
         rows = read_results(job_dir)
     except (OSError, SpecDiffTreeError):  # unreadable: the job reports it when it runs
         return set()
-    return {(r.get("method"), r.get("dataset"), r.get("seed"), r.get("series_id")) for r in rows}
+    return {row_key(r) for r in rows}
 
 
 def expected_keys(cfg) -> set[tuple] | None:
