@@ -50,6 +50,11 @@ def _hydra_message(exc: Exception, overrides: list[str]) -> str:
     if m:
         key = m.group(1)
         method = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "method"), None)
+        if key.startswith("method.") and not method:
+            from .search.build import RENAMED
+
+            if key.split(".", 1)[1] in RENAMED:  # an old name (no method=: the default method)
+                return RENAMED[key.split(".", 1)[1]]
         if key.startswith("method.") and method:
             searchpath = [o for o in overrides if o.split("=", 1)[0] == "hydra.searchpath"]
             value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
@@ -71,7 +76,7 @@ def _method_key_message(key: str, method: str, searchpath: list[str] = (),
     :func:`specdifftree.search.build.check_keys`)."""
     from .config import compose
     from .errors import ConfigError
-    from .search.build import check_keys, method_class, settings
+    from .search.build import RENAMED, check_keys, method_class, settings
 
     sub = key.split(".", 1)[1]
     try:
@@ -85,6 +90,8 @@ def _method_key_message(key: str, method: str, searchpath: list[str] = (),
     try:
         check_keys(cls, method, [sub])
     except ConfigError as exc:
+        if sub in RENAMED:
+            return str(exc)
         return f"{exc} (sweep methods with different settings in separate runs)"
     return f"{key} is not a setting of method={method}"
 

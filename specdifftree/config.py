@@ -13,6 +13,16 @@ from .errors import ConfigError
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
+def rollouts_unless_tokens(rollouts, tokens):
+    """``budget.rollouts``'s default (conf/config.yaml): ``rollouts`` while no token budget is set,
+    None (no rollout limit: the token budget alone stops the search) once one is."""
+    return rollouts if tokens is None else None
+
+
+if not OmegaConf.has_resolver("rollouts_unless_tokens"):  # the config's one resolver
+    OmegaConf.register_new_resolver("rollouts_unless_tokens", rollouts_unless_tokens)
+
+
 def conf_dir() -> Path:
     """The package's Hydra config folder (``specdifftree/conf``, shipped in the wheel)."""
     if not (CONF_DIR / "config.yaml").exists():

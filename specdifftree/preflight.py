@@ -13,7 +13,7 @@ the fix (the CLI prints it and exits 2). Faults of single samples stay error row
 - ``max_new_tokens`` below the tokens that writing the true future of every selected series takes
   in the prompt's number format (every forecast would be cut short: 0% valid; a warning when
   only some series are affected; ``max_new_tokens_check=false`` runs such a budget anyway);
-- λ·r overflow: ``method.temperature`` × the largest reward magnitude the search can see
+- λ·r overflow: ``method.lam`` (λ) × the largest reward magnitude the search can see
   (``reward.failure_reward``) not representable in float64 arithmetic.
 """
 
@@ -185,9 +185,9 @@ def check_lambda(exp) -> None:
     worst = abs(float(getattr(exp.reward, "failure_reward", 1000.0) or 0.0))
     prod = float(lam) * max(worst, 1.0)
     if not math.isfinite(prod) or prod >= MAX_LAMBDA_R:
-        raise ConfigError(f"method.temperature={lam:g}: λ·r reaches {prod:.3g} for rewards of "
+        raise ConfigError(f"method.lam={lam:g}: λ·r reaches {prod:.3g} for rewards of "
                           f"magnitude {max(worst, 1.0):g} (reward.failure_reward), beyond float64 "
-                          "range; use a smaller method.temperature (or reward.failure_reward)")
+                          "range; use a smaller method.lam (or reward.failure_reward)")
 
 
 def preflight(exp) -> None:

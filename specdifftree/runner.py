@@ -265,7 +265,7 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         oracle = RewardOracle(reward_fn)
         recorder = Recorder(session, oracle)  # every scored continuation -> samples.jsonl
         session, oracle = recorder.session, recorder.oracle
-        # method.num_rollouts applies only when neither budget is given (see Meter)
+        # budget.rollouts is 20 unless budget.tokens is set (conf/config.yaml; see Meter)
         budget = Budget(rollouts=cfg.budget.rollouts, tokens=cfg.budget.tokens,
                         max_new_tokens=max_new)
         rng = np.random.default_rng([int(cfg.seed), index])

@@ -78,11 +78,11 @@ BAD_VALUES = [
 ]
 METHOD_VALUES = [
     ("mcts", "method.expansion_k=-1", "method.expansion_k"),
-    ("mcts", "method.num_rollouts=0", "method.num_rollouts"),
-    ("dts", "method.temperature=0", "method.temperature"),
-    ("dts", "method.temperature=-1", "method.temperature"),
-    ("dts", "method.temperature=inf", "method.temperature"),
-    ("dts", "method.temperature=nan", "method.temperature"),
+    ("sir", "method.num_draws=0", "method.num_draws"),
+    ("dts", "method.lam=0", "method.lam"),
+    ("dts", "method.lam=-1", "method.lam"),
+    ("dts", "method.lam=inf", "method.lam"),
+    ("dts", "method.lam=nan", "method.lam"),
     ("dts", "method.rollout_temperature=-1", "method.rollout_temperature"),
     ("maxent_ts", "method.parallel_rollouts=0", "method.parallel_rollouts"),
 ]
@@ -124,6 +124,79 @@ def test_config_that_does_not_compose_is_one_line(capsys, tmp_path, override, ne
 
     line = one_line_error(capsys, lambda: _precheck([override, f"hydra.run.dir={tmp_path}"]))
     assert needle in line and "HYDRA_FULL_ERROR" not in line
+
+
+#: the seed project's colliding method keys (issue 11) and what each now says
+OLD_KEYS = [
+    (["method.temperature=2"], "method.temperature is now method.lam (λ of π ∝ p_θ·exp(λ·r)); "
+     "rollout sampling temperature is method.rollout_temperature"),
+    (["method=dts", "method.temperature=2"], "method.temperature is now method.lam"),
+    (["method=mcts", "method.temperature=2"], "method.temperature is now method.lam"),
+    (["method=dts", "+method.temperature=2"], "method.temperature is now method.lam"),
+    (["method=sir", "method.num_samples=3"], "method.num_samples is now method.num_draws"),
+    (["method.num_samples=3"], "the number of series to forecast is the top-level num_samples"),
+    (["method=smc", "++method.num_samples=3"], "method.num_samples is now method.num_draws"),
+    (["method=best_of_n", "method.num_rollouts=5"], "method.num_rollouts is gone: the rollout "
+     "budget is budget.rollouts"),
+    (["method.num_rollouts=5"], "budget.rollouts"),
+    (["method=best_of_n,dts", "method.num_rollouts=5"], "method.num_rollouts is gone"),
+]
+
+
+@pytest.mark.parametrize("overrides,needle", OLD_KEYS, ids=[" ".join(o) for o, _ in OLD_KEYS])
+def test_old_method_key_is_one_line_naming_the_new_key(capsys, tmp_path, overrides, needle):
+    from specdifftree.__main__ import _precheck, _precheck_multirun
+
+    check = _precheck_multirun if any("," in o for o in overrides) else _precheck
+    line = one_line_error(capsys, lambda: check([*overrides, f"hydra.run.dir={tmp_path}",
+                                                 f"hydra.sweep.dir={tmp_path}"]))
+    assert needle in line, line
+    assert "sweep methods" not in line and "+method." not in line  # not an unknown-key hint
+
+
+def test_old_method_key_through_the_real_cli_and_a_user_yaml(tmp_path):
+    """On the command line and in a user's method yaml (hydra.searchpath): one line, exit 2, no
+    run dir."""
+    r = run_cli("method=dts", "method.temperature=0.5", "model=tiny_random", "num_samples=1",
+                f"hydra.run.dir={tmp_path / 'run'}")
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert err[0] == ("specdifftree: error: method.temperature is now method.lam (λ of π ∝ "
+                      "p_θ·exp(λ·r)); rollout sampling temperature is method.rollout_temperature")
+    conf = tmp_path / "conf" / "method"
+    conf.mkdir(parents=True)
+    (conf / "old_dts.yaml").write_text("# @package method\nname: old_dts\n"
+                                       "_target_: specdifftree.search.dts.DTS\n"
+                                       "num_rollouts: 20\nnum_samples: 4\n")
+    r = run_cli(f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "method=old_dts",
+                "model=tiny_random", "num_samples=1", f"hydra.run.dir={tmp_path / 'run'}")
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert err[0].startswith("specdifftree: error: method.num_rollouts is gone: the rollout "
+                             "budget is budget.rollouts"), err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_from_before_the_rename_is_refused(tmp_path):
+    """A run dir written before issue 11 records method.temperature/num_samples/num_rollouts and
+    budget.rollouts null in its fingerprint: resuming it stops with the fingerprint's one line."""
+    args = ["model=tiny_random", "method=dts", "num_samples=1", "max_new_tokens=4",
+            "max_new_tokens_check=false", *QUIET]
+    execute(prepare(compose(args)), tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    cfg = info["fingerprint"]["config"]
+    assert cfg["method.lam"] == 1.0 and cfg["method.num_draws"] == 8 and cfg["budget.rollouts"] == 20
+    cfg["method.temperature"] = cfg.pop("method.lam")  # what the seed's names wrote
+    cfg["method.num_samples"] = cfg.pop("method.num_draws")
+    cfg["method.num_rollouts"], cfg["budget.rollouts"] = 20, None
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    with pytest.raises(SpecDiffTreeError) as ei:
+        execute(prepare(compose(args)), tmp_path / "run")
+    msg = str(ei.value)
+    assert "\n" not in msg and "another configuration" in msg
+    for key in ("budget.rollouts (null → 20)", "method.lam", "method.temperature",
+                "method.num_draws", "method.num_rollouts"):
+        assert key in msg, (key, msg)
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -179,8 +252,8 @@ def test_multirun_composition_errors_are_one_line(capsys, tmp_path, sweep_arg, n
     # 18 monthly values take >= 106 tokens of this tokenizer: 50 would give 0% valid
     (["max_new_tokens=50"], "max_new_tokens=50 cannot hold a forecast"),
     (["max_new_tokens=50", "method=best_of_n"], "raise max_new_tokens to at least"),
-    (["method=dts", "method.temperature=1e300"], "method.temperature"),
-    (["method=maxent_ts", "method.temperature=1e299", "reward.failure_reward=-1e10"],
+    (["method=dts", "method.lam=1e300"], "method.lam"),
+    (["method=maxent_ts", "method.lam=1e299", "reward.failure_reward=-1e10"],
      "reward.failure_reward"),
 ], ids=["beam-k-huge", "mcts-k-vocab", "context", "budget", "budget-bon", "lambda",
         "lambda-failure"])
@@ -815,7 +888,7 @@ def test_kill_9_during_the_resume_rewrite_loses_nothing(naive2_run, crash_at):
 
 @pytest.mark.parametrize("crash_at", ["row:1", "torn:2"])
 def test_kill_9_of_the_cli_with_a_model_then_rerun_is_equal(tmp_path, crash_at):
-    args = ["method=best_of_n", "method.num_rollouts=2", "model=tiny_random", "num_samples=3",
+    args = ["method=best_of_n", "budget.rollouts=2", "model=tiny_random", "num_samples=3",
             "max_new_tokens=6", "max_new_tokens_check=false", "output.progress=false"]
     killed = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}",
                      env={"SPECDIFFTREE_CRASH_AT": crash_at})

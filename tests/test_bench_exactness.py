@@ -31,7 +31,7 @@ def test_one_search_read_at_several_budgets_equals_one_search_per_budget(name):
                 assert tok == read[key][1]
                 np.testing.assert_array_equal(law, read[key][0])
             # and a search with that budget, as the runner calls it
-            m = build(name, **{**bx.method_config(name), "temperature": 2.0})
+            m = build(name, **{**bx.method_config(name), "lam": 2.0})
             s = TableSession(bx.LM, bx.PROMPT, sampler="numpy")
             run = m.run(s, RewardOracle(table_reward(dict(zip(bx.SEQS, bx.REWARDS)))),
                         bx._budget(kind, b), np.random.default_rng([seed, 12345]))
@@ -52,7 +52,7 @@ def test_vectorised_sir_and_best_of_n_match_the_methods(label):
     for kind, b in cells:
         acc, tok = np.zeros(len(bx.SEQS)), 0
         for seed in range(n):
-            lam = {"temperature": 2.0} if label == "sir" else {}  # best_of_n has no λ
+            lam = {"lam": 2.0} if label == "sir" else {}  # best_of_n has no λ
             m = build(label, **{**bx.method_config(label), **lam})
             s = TableSession(bx.LM, bx.PROMPT, sampler="numpy")
             oracle = RewardOracle(table_reward(dict(zip(bx.SEQS, bx.REWARDS))))

@@ -108,3 +108,47 @@ def test_every_logger_config_builds(name):
 
     logger = build_logger(compose([f"logger={name}"]).logger)
     assert hasattr(logger, "log_sample") and hasattr(logger, "finish")
+
+
+# ------------------------------------------------------------- the budget and the renamed knobs
+@pytest.mark.parametrize("overrides,rollouts,tokens", [
+    ([], 20, None),                                    # the seed's 20 rollouts per sample
+    (["budget.tokens=500"], None, 500),                # a token budget alone: tokens only
+    (["budget.tokens=500", "budget.rollouts=7"], 7, 500),  # both given: both limit
+    (["budget.rollouts=3"], 3, None),
+    (["budget.rollouts=null"], None, None),            # nothing: the methods say so (test_search_methods)
+])
+def test_budget_rollouts_default_follows_the_token_budget(overrides, rollouts, tokens):
+    cfg = compose(overrides)
+    assert cfg.budget.rollouts == rollouts and cfg.budget.tokens == tokens
+    flat = OmegaConf.to_container(cfg, resolve=True)["budget"]
+    assert flat == {"rollouts": rollouts, "tokens": tokens}
+
+
+#: what each sweep preset's budget meant before the rename (rollouts, tokens); None: swept
+SWEEP_BUDGETS = {"methods_x_seeds": (20, None), "budget_scaling": (1000000, None),
+                 "anytime": (1000000, 16000), "smoke": (20, None)}
+
+
+@pytest.mark.parametrize("name", names("sweep"))
+def test_every_sweep_preset_composes_with_its_budget(name):
+    cfg = compose([f"+sweep={name}"], return_hydra_config=True)
+    rollouts, tokens = SWEEP_BUDGETS[name]
+    assert cfg.budget.rollouts == rollouts
+    if name != "budget_scaling":  # budget_scaling sweeps budget.tokens
+        assert cfg.budget.tokens == tokens
+    else:
+        for t in str(cfg.hydra.sweeper.params["budget.tokens"]).split(","):
+            assert compose([f"+sweep={name}", f"budget.tokens={t}"]).budget.rollouts == rollouts
+
+
+@pytest.mark.parametrize("name", names("method"))
+def test_no_method_uses_the_colliding_names(name):
+    """Issue 11: λ is `lam`, the returned draws are `num_draws`, the rollout budget is
+    budget.rollouts; `temperature`, `num_samples` and `num_rollouts` mean nothing in method/."""
+    from specdifftree.runner import build_method
+    from specdifftree.search.build import RENAMED, settings
+
+    cfg = compose([f"method={name}"])
+    assert not set(cfg.method) & set(RENAMED)
+    assert not set(settings(type(build_method(cfg.method)))) & set(RENAMED)

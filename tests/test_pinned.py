@@ -35,7 +35,7 @@ def _run(tmp_path, method, *extra):
                  "max_new_tokens_check=false",
                  "output.progress=false", "dataset=m3_yearly", *extra]
     if method not in ("greedy", "beam"):
-        overrides += ["method.num_rollouts=6"]
+        overrides += ["budget.rollouts=6"]
     if method in ("beam", "mcts", "dts", "dts_star", "maxent_ts"):
         overrides += ["method.expansion_k=2"]
     df = execute(prepare(compose(overrides)), tmp_path / "-".join([method, *extra]).replace("=", "_"))

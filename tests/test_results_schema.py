@@ -31,7 +31,7 @@ def test_readme_documents_exactly_the_row_schema():
 
 @pytest.mark.parametrize("overrides", [
     ["method=naive2"],
-    ["model=tiny_random", "method=best_of_n", "method.num_rollouts=3", "method.answer=median"],
+    ["model=tiny_random", "method=best_of_n", "budget.rollouts=3", "method.answer=median"],
 ], ids=["naive2", "best_of_n-median"])
 def test_rows_hold_schema_fields_and_reward_diagnostics(tmp_path, overrides):
     df = execute(prepare(compose([*overrides, *QUIET])), tmp_path / "run")

@@ -136,7 +136,7 @@ def test_a_smaller_budget_run_is_a_prefix_of_a_larger_one(best_runs):
 
 def test_dts_median_over_its_draws(tmp_path_factory):
     df, samples, _ = run(tmp_path_factory, "dts", "method=dts", "method.answer=median",
-                         "budget.rollouts=5", "method.num_samples=6", "num_samples=2")
+                         "budget.rollouts=5", "method.num_draws=6", "num_samples=2")
     for _, row in df.iterrows():
         rows = [r for r in samples if r["series_id"] == row.series_id]
         assert len(rows) == row.rollouts

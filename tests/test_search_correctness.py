@@ -22,7 +22,7 @@ def reward(seqs):
 
 
 def dts_tree(lam, rollouts, seed, **cfg):
-    m = build("dts", temperature=lam, expansion_k=0, **cfg)
+    m = build("dts", lam=lam, expansion_k=0, **cfg)
     return m.run(TableSession(TABLE, 4), RewardOracle(reward),
                  Budget(rollouts=rollouts, max_new_tokens=D), np.random.default_rng(seed)).tree
 
@@ -50,14 +50,14 @@ def test_dts_tree_estimate_converges_to_the_exact_target(lam):
 
 
 def test_dts_returned_samples_follow_the_answer_weights():
-    m = build("dts", temperature=1.0, expansion_k=0)
+    m = build("dts", lam=1.0, expansion_k=0)
     run = m.run(TableSession(TABLE, 4), RewardOracle(reward), Budget(rollouts=60, max_new_tokens=D),
                 np.random.default_rng(0))
     assert not run.tree.closed[0]
     exact = m.answer_law(run)
     assert sum(exact.values()) == pytest.approx(1.0)
     n = 6000
-    m.num_samples = n
+    m.num_draws = n
     draws, independent = m.draws(run)
     assert not independent  # resamples of one search
     counts = {}
@@ -70,7 +70,7 @@ def test_dts_returned_samples_follow_the_answer_weights():
 
 
 def test_dts_returned_sample_is_one_of_its_draws():
-    res = build("dts", temperature=1.0, expansion_k=0, num_samples=5).search(
+    res = build("dts", lam=1.0, expansion_k=0, num_draws=5).search(
         TableSession(TABLE, 4), RewardOracle(reward), Budget(rollouts=40, max_new_tokens=D),
         np.random.default_rng(0))
     assert res.tokens == res.samples[0] and len(res.samples) == 5
@@ -115,7 +115,7 @@ def test_tree_search_finds_the_needle_that_best_of_n_misses():
     """Same token budget (400, ≈ 100 rollouts; the space has 1093 continuations)."""
     bon = needle_hits("best_of_n")
     assert bon <= 1
-    for name, cfg in [("mcts", {}), ("dts_star", {"temperature": 100.0}),
-                      ("maxent_ts", {"temperature": 100.0})]:
+    for name, cfg in [("mcts", {}), ("dts_star", {"lam": 100.0}),
+                      ("maxent_ts", {"lam": 100.0})]:
         hits = needle_hits(name, **cfg)
         assert hits >= 16 and hits > bon, (name, hits)

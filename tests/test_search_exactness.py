@@ -59,7 +59,7 @@ def test_dts_with_equal_rewards_has_normaliser_exactly_n(lam, beta):
     answer is then an unbiased, exact draw of p_θ at every budget."""
     c = 0.3
     for seed in range(3):
-        m = build("dts", temperature=lam, defensive=beta)
+        m = build("dts", lam=lam, defensive=beta)
         run = m.run(TableSession(BIG, 4), RewardOracle(lambda s: np.full(len(s), c)),
                     Budget(rollouts=40, max_new_tokens=BD), np.random.default_rng(seed))
         _, logw = m.answer_weights(run)
@@ -120,7 +120,7 @@ def test_default_samplers_reach_pi_on_the_whole_sequence_law(name, lam):
     rollouts, 300 searches: the law of the whole returned sequence is within TV 0.05 of π
     (measurement noise included: an exact sampler's 256 × 300 draws show about 0.03)."""
     pi = exact_target(BSEQS, BLOGPS, np.array([BREWARD[s] for s in BSEQS]), lam)
-    law, _ = _searches(name, {**default_config(name), "temperature": lam}, BIG, BD,
+    law, _ = _searches(name, {**default_config(name), "lam": lam}, BIG, BD,
                        table_reward(BREWARD), Budget(rollouts=256, max_new_tokens=BD), 300)
     tv = total_variation(law, pi)
     assert tv < 0.05, (name, lam, tv)
@@ -132,7 +132,7 @@ def test_smc_is_an_approximate_sampler_as_documented():
     256 rollouts, 1000 seeds, on the space above): 400 seeds land in those ranges."""
     for lam, lo, hi in ((2.0, 0.0, 0.06), (10.0, 0.14, 0.27)):
         pi = exact_target(BSEQS, BLOGPS, np.array([BREWARD[s] for s in BSEQS]), lam)
-        law, _ = _searches("smc", {**default_config("smc"), "temperature": lam}, BIG, BD,
+        law, _ = _searches("smc", {**default_config("smc"), "lam": lam}, BIG, BD,
                            table_reward(BREWARD), Budget(rollouts=256, max_new_tokens=BD), 400)
         tv = total_variation(law, pi)
         assert lo <= tv < hi, (lam, tv)
@@ -143,7 +143,7 @@ def test_maxent_ts_default_is_an_optimiser():
     evaluated, and neither that answer nor its tree's soft policy has π's law."""
     lam = 2.0
     pi = exact_target(BSEQS, BLOGPS, np.array([BREWARD[s] for s in BSEQS]), lam)
-    m = build("maxent_ts", **{**default_config("maxent_ts"), "temperature": lam})
+    m = build("maxent_ts", **{**default_config("maxent_ts"), "lam": lam})
     answers, soft = {}, []
     for seed in range(40):
         session = TableSession(BIG, 4, sampler="numpy")
@@ -168,7 +168,7 @@ def test_dts_exhausts_the_space_and_is_then_exact():
     seqs, logps = enumerate_sequences(table, D)
     r = np.random.default_rng(2).normal(size=len(seqs))
     pi = exact_target(seqs, logps, r, 2.0)
-    m = build("dts", temperature=2.0)
+    m = build("dts", lam=2.0)
     run = m.run(TableSession(table, 4), RewardOracle(table_reward(dict(zip(seqs, r)))),
                 Budget(tokens=10**9, max_new_tokens=D), np.random.default_rng(0))
     assert run.tree.closed[0] and run.meter.done == len(seqs)
@@ -184,7 +184,7 @@ def test_maxent_ts_soft_policy_is_not_pi_with_top_k_below_the_vocabulary():
     r = np.random.default_rng(2).normal(size=len(seqs))
     pi = exact_target(seqs, logps, r, 1.0)
     for k, exact in ((2, False), (4, True)):
-        m = build("maxent_ts", temperature=1.0, expansion_k=k)
+        m = build("maxent_ts", lam=1.0, expansion_k=k)
         run = m.run(TableSession(table, 4), RewardOracle(table_reward(dict(zip(seqs, r)))),
                     Budget(tokens=10**9, max_new_tokens=D), np.random.default_rng(0))
         assert run.tree.closed[0]
@@ -224,7 +224,7 @@ def needle_reward(first: str | None):
     return fn
 
 
-@pytest.mark.parametrize("name,cfg", [("mcts", {}), ("dts_star", {"temperature": 100.0})])
+@pytest.mark.parametrize("name,cfg", [("mcts", {}), ("dts_star", {"lam": 100.0})])
 def test_one_nan_reward_leaves_search_quality_unchanged(name, cfg):
     """One NaN among finite rewards (the very first rollout) is dropped. Seed by seed the search
     is the same search as one whose oracle drops that rollout (flagged failed with a stand-in of
@@ -309,7 +309,7 @@ def test_dts_reaches_pi_through_the_real_session():
                 acc[seq[0]] += w / seeds
         return acc
 
-    base = {**default_config("dts"), "temperature": lam}
+    base = {**default_config("dts"), "lam": lam}
     tv = 0.5 * np.abs(first_token_law(base, 12) - pi1).sum()
     capped = 0.5 * np.abs(first_token_law({**base, "expansion_k": 4}, 4) - pi1).sum()
     # 12 searches of 48 rollouts over ~100 first tokens: a coarse check (noise ≈ 0.1)
@@ -378,7 +378,7 @@ def test_dts_and_sir_reach_pi_through_the_real_mlx_session():
     fl = floor(pi, 24 * n, np.random.default_rng(0))
 
     def law(name, cfg, seeds):
-        m = build(name, **{**default_config(name), "temperature": lam, **cfg})
+        m = build(name, **{**default_config(name), "lam": lam, **cfg})
         out = []
         for seed in range(seeds):
             s, o, rng = Session(lm, prompt), RewardOracle(table_reward(r)), \
@@ -402,7 +402,7 @@ def nan_every_fifth_length(seqs):
 
 
 @pytest.mark.parametrize("cfg", [{"expansion_k": 0}, {"expansion_k": 2, "parallel_rollouts": 4},
-                                 {"expansion_k": 3, "temperature": 5.0, "defensive": 0.0,
+                                 {"expansion_k": 3, "lam": 5.0, "defensive": 0.0,
                                   "parallel_rollouts": 3}])
 def test_open_shares_of_one_child_nodes_are_those_of_the_general_formula(cfg):
     """DTS's open shares at a node with one child (a rollout's chain) are computed on Python
@@ -439,7 +439,7 @@ def test_two_simulations_of_a_step_dropping_the_same_failed_rollout():
     """With parallel rollouts two leaves of one step can roll out the same continuation, and
     when its reward fails both simulations are dropped: the second finds the rollout's chain
     already unlinked (this search used to stop with a KeyError)."""
-    m = build("dts", expansion_k=3, temperature=5.0, defensive=0.0, parallel_rollouts=3)
+    m = build("dts", expansion_k=3, lam=5.0, defensive=0.0, parallel_rollouts=3)
     run = m.run(TableSession(BIG, 4), RewardOracle(nan_every_fifth_length),
                 Budget(rollouts=30, max_new_tokens=8), np.random.default_rng(0))
     ends = [e for e, _, failed in run.extra["sims"] if failed]
@@ -448,7 +448,7 @@ def test_two_simulations_of_a_step_dropping_the_same_failed_rollout():
 
 
 @pytest.mark.parametrize("cfg", [{"expansion_k": 2}, {"expansion_k": 0, "parallel_rollouts": 4},
-                                 {"expansion_k": 3, "temperature": 5.0, "parallel_rollouts": 3}])
+                                 {"expansion_k": 3, "lam": 5.0, "parallel_rollouts": 3}])
 def test_maxent_ts_values_of_one_child_nodes_are_those_of_the_general_formula(cfg):
     """MaxEnt-TS's soft value at a node with one child is computed on Python floats
     (``_backup_one``); at every such backup of real searches (failed rewards included) it is

@@ -39,7 +39,7 @@ def hashed_reward(scale=1.0):
 
 
 #: settings a test may give every method; a method without one of them does not get it
-GENERIC = {"parallel_rollouts", "temperature", "num_rollouts", "expansion_k"}
+GENERIC = {"parallel_rollouts", "lam", "expansion_k"}
 
 
 def run(name, seed=0, budget=None, reward=None, table=None, prompt=5, **cfg):
@@ -111,15 +111,30 @@ def test_token_budget_is_exceeded_by_at_most_one_rollout(name, tokens, parallel)
 
 
 @pytest.mark.parametrize("name", ["best_of_n", "mcts", "dts", "dts_star", "maxent_ts"])
-def test_rollout_budget_and_default(name):
+def test_rollout_budget_and_token_budget(name):
     res, s, _ = run(name, budget=Budget(rollouts=7, max_new_tokens=6))
     assert res.stats["rollouts"] == 7
-    res, s, _ = run(name, budget=Budget(max_new_tokens=6), num_rollouts=9)  # method default
-    assert res.stats["rollouts"] == 9
-    # a token budget alone is not capped by num_rollouts
-    res, s, _ = run(name, budget=Budget(tokens=400, max_new_tokens=6), num_rollouts=2)
-    assert res.stats["rollouts"] > 2
+    # a token budget alone (rollouts None) is not capped by any rollout count
+    res, s, _ = run(name, budget=Budget(tokens=400, max_new_tokens=6))
+    assert res.stats["rollouts"] > 20
     assert s.tokens_processed >= 400 or res.stats.get("tree_exhausted") == 1
+    # both: whichever runs out first
+    res, s, _ = run(name, budget=Budget(rollouts=3, tokens=400, max_new_tokens=6))
+    assert res.stats["rollouts"] == 3
+
+
+@pytest.mark.parametrize("name", ["best_of_n", "mcts", "dts", "dts_star", "maxent_ts", "sir", "smc"])
+def test_no_budget_at_all_is_one_config_error(name):
+    # nothing would stop the search: one line naming both budget keys
+    with pytest.raises(ConfigError, match="budget.rollouts and budget.tokens are both null"):
+        run(name, budget=Budget(max_new_tokens=6))
+
+
+@pytest.mark.parametrize("name", ["greedy", "beam"])
+def test_greedy_and_beam_need_no_rollout_budget(name):
+    # greedy makes one rollout, beam's work is fixed by k and D: no budget is needed
+    res, _, _ = run(name, budget=Budget(max_new_tokens=6))
+    assert res.tokens
 
 
 def test_tree_methods_stop_when_the_space_is_exhausted():
@@ -187,7 +202,7 @@ def test_soft_methods_are_exact_on_an_exhausted_tree(lam, scale):
     pi = exact_target(seqs, logps, r, lam)
     for name in ("dts", "maxent_ts"):
         s = TableSession(table, 2)
-        m = build(name, temperature=lam, expansion_k=3)
+        m = build(name, lam=lam, expansion_k=3)
         out = m.run(s, RewardOracle(reward), Budget(tokens=10**9, max_new_tokens=D),
                     np.random.default_rng(1))
         t = out.tree
@@ -225,24 +240,55 @@ def test_nan_rewards_get_the_failure_reward_and_are_counted(name):
 def test_extreme_temperatures_and_rewards_run_clean(name, lam):
     table = TableLM.random(4, eos_ids=[EOS], seed=3, zero_prob=0.3)
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow or NaN
-        # λ goes to the methods that have one (the optimisers take no temperature)
-        res, s, _ = run(name, table=table, reward=hashed_reward(1e6), temperature=lam,
+        # λ goes to the methods that have one (mcts, best_of_n, greedy, beam take no λ)
+        res, s, _ = run(name, table=table, reward=hashed_reward(1e6), lam=lam,
                         budget=Budget(rollouts=40, max_new_tokens=6))
     assert math.isfinite(res.reward) and math.isfinite(res.logprob)
 
 
 # ---------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("bad", [
-    ("dts", {"temperature": 0}), ("dts", {"temperature": float("nan")}),
+    ("dts", {"lam": 0}), ("dts", {"lam": float("nan")}), ("sir", {"num_draws": 0}),
     ("mcts", {"expansion": "widest"}), ("mcts", {"expansion_k": -1}),
     ("mcts", {"answer": "sample"}), ("maxent_ts", {"epsilon": -1}),
-    ("best_of_n", {"num_rollouts": 0}), ("beam", {"expansion_k": 1.5}),
+    ("best_of_n", {"rollout_temperature": -1}), ("beam", {"expansion_k": 1.5}),
     ("dts", {"parallel_rollouts": "two"}),
 ])
 def test_bad_config_values_raise_config_error(bad):
     name, cfg = bad
     with pytest.raises(ConfigError, match=r"method\."):
         build(name, **cfg)
+
+
+@pytest.mark.parametrize("name,old,new", [
+    ("dts", "temperature", "method.lam"), ("sir", "temperature", "method.lam"),
+    ("mcts", "temperature", "method.lam"), ("smc", "num_samples", "method.num_draws"),
+    ("greedy", "num_samples", "method.num_draws"), ("best_of_n", "num_rollouts", "budget.rollouts"),
+    ("dts_star", "num_rollouts", "budget.rollouts"),
+])
+def test_old_method_keys_name_their_new_key(name, old, new):
+    # the seed project's colliding names are not accepted: one line naming the new key
+    with pytest.raises(ConfigError) as exc:
+        build(name, **{old: 1})
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"method.{old} ") and new in msg
+    if old == "temperature":
+        assert "method.rollout_temperature" in msg  # the sampling temperature is another key
+    if old == "num_samples":
+        assert "top-level num_samples" in msg  # the series count keeps its name
+
+
+def test_a_class_that_takes_an_old_name_still_gets_it():
+    # RENAMED only speaks for keys the class does not take (a user's method may take them)
+    from specdifftree.search.build import check_keys
+
+    class Mine:
+        def __init__(self, temperature: float = 1.0, num_samples: int = 2):
+            pass
+
+    check_keys(Mine, "mine", ["temperature", "num_samples"])
+    with pytest.raises(ConfigError, match="budget.rollouts"):
+        check_keys(Mine, "mine", ["num_rollouts"])
 
 
 def test_unknown_method_and_bad_budget():

@@ -80,7 +80,7 @@ def test_maxent_ts_without_cap_is_exact_on_an_exhausted_tree():
     seqs, table = _reward()
     logps = enumerate_sequences(ZTABLE, ZD)[1]
     pi = exact_target(seqs, logps, np.array([table[s] for s in seqs]), 1.5)
-    m = build("maxent_ts", expansion_k=0, temperature=1.5)
+    m = build("maxent_ts", expansion_k=0, lam=1.5)
     run = m.run(TableSession(ZTABLE, 4), RewardOracle(table_reward(table)),
                 Budget(tokens=10**9, max_new_tokens=ZD), np.random.default_rng(1))
     assert run.tree.closed[0] and run.meter.done == len(seqs)

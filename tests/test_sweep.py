@@ -222,7 +222,7 @@ def test_a_setting_of_every_swept_method_but_not_the_default_one_runs(tmp_path):
     sweep runs every job with it (Hydra composes the launch config with the default method)."""
     sweep = tmp_path / "sweep"
     r = run_cli("--multirun", "model=tiny_random", "method=best_of_n,sir", "method.answer=median",
-                "method.num_rollouts=3", "max_new_tokens=4", "max_new_tokens_check=false", "num_samples=1",
+                "budget.rollouts=3", "max_new_tokens=4", "max_new_tokens_check=false", "num_samples=1",
                 f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]
     for job, method in ((0, "best_of_n"), (1, "sir")):
@@ -230,7 +230,7 @@ def test_a_setting_of_every_swept_method_but_not_the_default_one_runs(tmp_path):
         assert row["method"] == method and row["error"] is None
         assert row["answer"] == "median" and row["rollouts"] == 3
     r = run_cli("--multirun", "model=tiny_random", "method=best_of_n,sir", "method.answer=median",
-                "method.num_rollouts=3", "max_new_tokens=4", "max_new_tokens_check=false", "num_samples=1",
+                "budget.rollouts=3", "max_new_tokens=4", "max_new_tokens_check=false", "num_samples=1",
                 f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [_jobs(sweep)[i]["status"] for i in (0, 1)] == ["skipped", "skipped"]  # resumed
@@ -241,8 +241,8 @@ def test_forced_and_plain_overrides_identify_the_same_job():
     the same setting as ++method.<key>=v."""
     from specdifftree.launcher.jobinfo import job_identity
 
-    assert job_identity(["method=dts", "++method.num_rollouts=4", "seed=1"]) == \
-        job_identity(["seed=1", "method.num_rollouts=4", "method=dts"])
+    assert job_identity(["method=dts", "++method.lam=4", "seed=1"]) == \
+        job_identity(["seed=1", "method.lam=4", "method=dts"])
     assert job_identity(["method=dts", "+method.extra=1"]) != job_identity(["method=dts"])
 
 

@@ -46,9 +46,10 @@ class Budget:
 
     ``rollouts``: number of rollouts (simulations, each ending in a complete continuation);
     ``tokens``: tokens processed by the Session, all model work included (prompt prefill too). A
-    method stops when either is used up; ``None`` means unlimited (``rollouts=None`` without a
-    token budget means the method's ``num_rollouts``; see :class:`Meter`). ``max_new_tokens`` is
-    the depth limit D: a complete continuation has at most D tokens after the prompt.
+    method stops when either is used up; ``None`` means unlimited, and a method that draws rollouts
+    until the budget stops it needs at least one of them (see :class:`Meter`; the CLI's
+    ``budget.rollouts`` is 20 while ``budget.tokens`` is null, conf/config.yaml). ``max_new_tokens``
+    is the depth limit D: a complete continuation has at most D tokens after the prompt.
     """
 
     rollouts: int | None = None
@@ -141,8 +142,9 @@ class RewardOracle:
 class Meter:
     """Budget bookkeeping for one search: how many rollouts the next step may start.
 
-    The rollout limit is ``budget.rollouts``; when it is None it defaults to the method's
-    ``num_rollouts`` unless a token budget is given (then only tokens limit the search). A step may
+    The rollout limit is ``budget.rollouts`` (None: only tokens limit the search; with no token
+    budget either, asking for the limit (:attr:`max_rollouts`, :meth:`allow`) raises a ConfigError:
+    nothing would stop the search; greedy and beam never ask). A step may
     start n rollouts only while tokens are left, and n ≤ ⌈tokens left / cost⌉ where ``cost`` =
     D − 1 is the most tokens one rollout can process (D = ``budget.max_new_tokens``: a rollout
     from depth d feeds at most its d prefix tokens — none whose KV the Session holds — and at most
@@ -151,22 +153,25 @@ class Meter:
     every method has an answer), even when the prompt alone used up the token budget.
     """
 
-    def __init__(self, budget: Budget, session: SessionLike, default_rollouts: int | None):
+    def __init__(self, budget: Budget, session: SessionLike):
         if budget.max_new_tokens is None or int(budget.max_new_tokens) < 1:
             raise ConfigError(f"max_new_tokens={budget.max_new_tokens!r}: must be a positive integer")
         self.session = session
         self.depth = int(budget.max_new_tokens)
-        if budget.rollouts is not None:
-            self.max_rollouts: int | None = int(budget.rollouts)
-        elif budget.tokens is None and default_rollouts is not None:
-            self.max_rollouts = int(default_rollouts)
-        else:
-            self.max_rollouts = None
-        if self.max_rollouts is not None and self.max_rollouts < 1:
-            raise ConfigError(f"budget.rollouts={self.max_rollouts}: must be at least 1")
+        self._max_rollouts = None if budget.rollouts is None else int(budget.rollouts)
+        if self._max_rollouts is not None and self._max_rollouts < 1:
+            raise ConfigError(f"budget.rollouts={self._max_rollouts}: must be at least 1")
         self.max_tokens = None if budget.tokens is None else int(budget.tokens)
         self.cost = max(1, self.depth - 1)
         self.done = 0
+
+    @property
+    def max_rollouts(self) -> int | None:
+        """The rollout limit (None: only the token budget limits the search)."""
+        if self._max_rollouts is None and self.max_tokens is None:
+            raise ConfigError("budget.rollouts and budget.tokens are both null: set budget.rollouts "
+                              "(rollouts per sample, e.g. 20) or budget.tokens (tokens per sample)")
+        return self._max_rollouts
 
     def tokens_left(self) -> int | None:
         if self.max_tokens is None:
@@ -176,8 +181,8 @@ class Meter:
     def allow(self, want: int) -> int:
         """How many rollouts the next step may start (0: stop)."""
         n = max(0, int(want))
-        if self.max_rollouts is not None:
-            n = min(n, self.max_rollouts - self.done)
+        if (limit := self.max_rollouts) is not None:
+            n = min(n, limit - self.done)
         left = self.tokens_left()
         if left is not None:
             if left <= 0:

@@ -38,7 +38,7 @@ class Beam(Method):
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
-        meter = Meter(budget, session, None)
+        meter = Meter(budget, session)
         k = self.k or int(session.vocab_size)
         D = meter.depth
         tree = Tree(D, session.eos_ids)

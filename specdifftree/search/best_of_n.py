@@ -1,6 +1,6 @@
 r"""``best_of_n`` — N independent samples from the base model, the best reward wins.
 
-N = ``budget.rollouts`` (default ``num_rollouts``) or as many as ``budget.tokens`` allows; each
+N = ``budget.rollouts`` or as many as ``budget.tokens`` allows; each
 sample is a rollout from the empty prefix at ``rollout_temperature`` (1.0 = p_θ) up to EOS or the
 depth limit. ``parallel_rollouts`` rollouts are generated per step in one batched Session call
 and their rewards are computed in one batch. The answer is argmax_i r(x_i) (the first on ties);
@@ -22,16 +22,14 @@ class BestOfN(Method):
     name = "best_of_n"
     sampling = True  # its N samples are a sample set (answer rules, see specdifftree.answers)
 
-    def __init__(self, num_rollouts: int = 20, rollout_temperature: float = 1.0,
-                 parallel_rollouts: int = 1):
-        self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
+    def __init__(self, rollout_temperature: float = 1.0, parallel_rollouts: int = 1):
         self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
                                                   allow_zero=True)
         self.parallel_rollouts = check_positive("parallel_rollouts", parallel_rollouts, integer=True)
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
-        meter = Meter(budget, session, self.num_rollouts)
+        meter = Meter(budget, session)
         tree = Tree(meter.depth, session.eos_ids)
         seqs: list[tuple[int, ...]] = []
         logps: list[float] = []

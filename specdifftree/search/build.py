@@ -4,7 +4,9 @@ the other keys are its ``__init__`` arguments, so the constructor's signature is
 Two keys belong to the runner, not to the class: ``name`` (the label in results) and ``answer``
 when the method has no ``answer`` argument or the rule is one the runner applies to the sample set
 (``median``, ``mean``; see :mod:`specdifftree.answers`). Any other key the class does not take is a
-:class:`ConfigError` naming it, with the closest setting and the list of settings.
+:class:`ConfigError` naming it, with the closest setting and the list of settings; an old key
+name (:data:`RENAMED`: ``temperature``, ``num_samples``, ``num_rollouts``) gets one line naming
+its new key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ from ..errors import ConfigError
 
 #: keys of a method config read by the runner
 RUNNER_KEYS = ("_target_", "name", "answer")
+
+#: method keys renamed or removed (issue 11): the one-line message an old key gets
+RENAMED = {
+    "temperature": "method.temperature is now method.lam (λ of π ∝ p_θ·exp(λ·r)); rollout "
+                   "sampling temperature is method.rollout_temperature",
+    "num_samples": "method.num_samples is now method.num_draws (draws/resamples a sampling method "
+                   "returns as its samples); the number of series to forecast is the top-level "
+                   "num_samples",
+    "num_rollouts": "method.num_rollouts is gone: the rollout budget is budget.rollouts (20 per "
+                    "sample unless budget.tokens is set), e.g. budget.rollouts=50",
+}
 
 
 def method_class(target: str, name: str | None = None) -> type:
@@ -43,6 +56,8 @@ def check_keys(cls: type, name: str, keys) -> None:
     for key in keys:
         if key in RUNNER_KEYS or key in known:
             continue
+        if key in RENAMED:  # an old name the class does not take (a class may still take it)
+            raise ConfigError(RENAMED[key])
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"did you mean method.{close[0]}? " if close else ""
         raise ConfigError(f"method.{key} is not a setting of method={name}; {hint}"

@@ -1,7 +1,7 @@
 r"""``dts`` and ``dts_star`` — Diffusion Tree Sampling / Search (Jain et al. 2025, arXiv
 2506.20701) on a token tree.
 
-Target of ``dts``: π(x) ∝ p_θ(x)·exp(λ·r(x)) over complete continuations x, λ = ``temperature``
+Target of ``dts``: π(x) ∝ p_θ(x)·exp(λ·r(x)) over complete continuations x, λ = ``lam``
 (a sampler). ``dts_star`` is an optimiser of r (answer: the best continuation found). The soft
 value V(x) = (1/λ)·log E_{p_θ(x'|x)}[exp(λ·r(x'))] satisfies the soft Bellman equation
 
@@ -52,7 +52,7 @@ p_θ at every budget. Otherwise the law carries the O(1/N) bias of self-normalis
 by exp(λ·r)/β·O). When the root closes with ``expansion_k`` 0 the whole space is in the tree and
 v̂ = V: the answer is then an exact top-down draw from the tree (independent draws).
 
-``samples``: ``num_samples`` draws from the same weights — correlated draws of one search
+``samples``: ``num_draws`` draws from the same weights — correlated draws of one search
 (``samples_independent`` is False unless 1); ``answer: best`` returns the best continuation found
 instead. The weights assume ``rollout_temperature`` 1 and ``parallel_rollouts`` 1 (with n > 1 the
 leaves of one step avoid each other's new terminals, a small approximation).
@@ -83,14 +83,13 @@ class DTS(TreeSearch):
     sampling = True
     default_answer = "sample"
 
-    def __init__(self, num_rollouts: int = 20, expansion_k: int | None = 0,
-                 temperature: float = 1.0, defensive: float = 0.5,
+    def __init__(self, expansion_k: int | None = 0,
+                 lam: float = 1.0, defensive: float = 0.5,
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
-                 num_samples: int = 8, answer: str | None = None):
-        super().__init__(num_rollouts=num_rollouts,
-                         expansion_k=0 if expansion_k is None else expansion_k,
-                         temperature=temperature, rollout_temperature=rollout_temperature,
-                         parallel_rollouts=parallel_rollouts, num_samples=num_samples,
+                 num_draws: int = 8, answer: str | None = None):
+        super().__init__(expansion_k=0 if expansion_k is None else expansion_k,
+                         lam=lam, rollout_temperature=rollout_temperature,
+                         parallel_rollouts=parallel_rollouts, num_draws=num_draws,
                          answer=answer)
         self.defensive = check_positive("defensive", defensive, allow_zero=True)
         if self.defensive >= 1:
@@ -319,10 +318,10 @@ class DTS(TreeSearch):
         if t.closed[0] and not self.expansion_k:
             # the whole space is in the tree: v̂ = V exactly, so top-down draws are exact and
             # independent given the (deterministic) tree
-            return [sample_from_tree(t, self.lam, run.rng) for _ in range(self.num_samples)], True
+            return [sample_from_tree(t, self.lam, run.rng) for _ in range(self.num_draws)], True
         ends, logw = self.answer_weights(run)
-        out = [ends[gumbel_argmax(logw, run.rng)] for _ in range(self.num_samples)]
-        return out, self.num_samples == 1
+        out = [ends[gumbel_argmax(logw, run.rng)] for _ in range(self.num_draws)]
+        return out, self.num_draws == 1
 
     def answer_law(self, run: Run) -> dict[tuple[int, ...], float]:
         """The exact law of the returned sample given this search (its tree and simulations):
@@ -351,12 +350,12 @@ class DTSStar(DTS):
     sampling = False
     default_answer = "best"
 
-    def __init__(self, num_rollouts: int = 20, expansion_k: int | None = 4,
-                 temperature: float = 1.0, exploration: float = 1.0,
+    def __init__(self, expansion_k: int | None = 4,
+                 lam: float = 1.0, exploration: float = 1.0,
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1):
         # an optimiser: one answer (the best found), no resamples, no defensive walks
-        super().__init__(num_rollouts=num_rollouts, expansion_k=expansion_k,
-                         temperature=temperature, rollout_temperature=rollout_temperature,
+        super().__init__(expansion_k=expansion_k,
+                         lam=lam, rollout_temperature=rollout_temperature,
                          parallel_rollouts=parallel_rollouts)
         self.c = check_positive("exploration", exploration, allow_zero=True)
 

@@ -71,20 +71,19 @@ class TreeSearch(Method):
     #: a sampling method returns draws from the tree's estimate of π as ``samples``
     sampling: bool = False
     default_answer: str = "best"
-    def __init__(self, num_rollouts: int = 20, expansion_k: int = 4, temperature: float = 1.0,
+    def __init__(self, expansion_k: int = 4, lam: float = 1.0,
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
-                 num_samples: int = 8, answer: str | None = None):
-        self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
+                 num_draws: int = 8, answer: str | None = None):
         if expansion_k is None:
             expansion_k = 0
         # 0 (or null) = no cap: every token with p_θ > 0 may become a child
         self.expansion_k = check_positive("expansion_k", expansion_k, integer=True,
                                           allow_zero=True, note=" (0 or null = no cap)")
-        self.lam = check_positive("temperature", temperature)
+        self.lam = check_positive("lam", lam)
         self.rollout_temperature = check_positive("rollout_temperature", rollout_temperature,
                                                   allow_zero=True)
         self.parallel_rollouts = check_positive("parallel_rollouts", parallel_rollouts, integer=True)
-        self.num_samples = check_positive("num_samples", num_samples, integer=True)
+        self.num_draws = check_positive("num_draws", num_draws, integer=True)
         self.answer = check_choice("answer", answer or self.default_answer, ("best", "sample"))
         if self.answer == "sample" and not self.sampling:
             raise ConfigError(f"method.answer=sample: {self.name} is not a sampling method; "
@@ -154,7 +153,7 @@ class TreeSearch(Method):
         budget), and a return value of False stops the search there: the state it sees is the
         final state of the same search under any budget that stops at that step (benchmarks
         read several budgets off one search)."""
-        meter = Meter(budget, session, self.num_rollouts)
+        meter = Meter(budget, session)
         tree = Tree(meter.depth, session.eos_ids)
         run = Run(session=session, reward=reward, rng=rng, tree=tree, meter=meter)
         while not tree.closed[0]:
@@ -218,7 +217,7 @@ class TreeSearch(Method):
         Default: draws from the tree's soft policy (sampling methods), else the best found."""
         if self.sampling and run.best >= 0:
             return [sample_from_tree(run.tree, self.lam, run.rng)
-                    for _ in range(self.num_samples)], self.num_samples == 1
+                    for _ in range(self.num_draws)], self.num_draws == 1
         return [run.best if run.best >= 0 else run.fallback], True
 
     def _result(self, run: Run) -> SearchResult:

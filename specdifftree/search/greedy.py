@@ -17,7 +17,7 @@ class Greedy(Method):
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
-        meter = Meter(budget, session, 1)
+        meter = Meter(budget, session)
         (ro,) = session.rollout([()], meter.depth, temperature=0.0, rng=rng)
         seq = tuple(ro.tokens)
         r = float(reward([seq])[0])

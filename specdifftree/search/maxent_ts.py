@@ -2,7 +2,7 @@ r"""``maxent_ts`` — Maximum-Entropy Tree Search with soft backups and Boltzman
 MENTS (Xiao et al. 2019), with the base model as the prior policy.
 
 The soft value is the one of the KL-regularised objective whose optimal policy is the target
-π(x) ∝ p_θ(x)·exp(λ·r(x)), λ = ``temperature``:
+π(x) ∝ p_θ(x)·exp(λ·r(x)), λ = ``lam``:
 
     Q̂(x, a) = v̂(xa),     V(x) = (1/λ)·log Σ_a p_θ(a|x)·exp(λ·Q(x, a)).
 
@@ -33,7 +33,7 @@ The soft value is the one of the KL-regularised objective whose optimal policy i
   vector when below 1e-4.
 
 Target: r (an optimiser). Answer: the best-reward continuation found (``answer: best``,
-default) or the first of the ``num_samples`` draws from the tree's soft policy
+default) or the first of the ``num_draws`` draws from the tree's soft policy
 p_θ(c|x)·exp(λ·v̂(c)) (``answer: sample``), which are returned as ``samples`` either way
 (correlated draws of one tree). They are draws of π only on a fully explored tree whose nodes
 hold every token with p_θ > 0 (``expansion_k`` ≥ the vocabulary); with top-k expansion below the
@@ -60,14 +60,13 @@ class MaxEntTS(TreeSearch):
     sampling = True
     default_answer = "best"
 
-    def __init__(self, num_rollouts: int = 20, expansion_k: int | None = 4,
-                 temperature: float = 1.0, epsilon: float = 0.1,
+    def __init__(self, expansion_k: int | None = 4,
+                 lam: float = 1.0, epsilon: float = 0.1,
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1,
-                 num_samples: int = 8, answer: str | None = None):
-        super().__init__(num_rollouts=num_rollouts,
-                         expansion_k=0 if expansion_k is None else expansion_k,
-                         temperature=temperature, rollout_temperature=rollout_temperature,
-                         parallel_rollouts=parallel_rollouts, num_samples=num_samples,
+                 num_draws: int = 8, answer: str | None = None):
+        super().__init__(expansion_k=0 if expansion_k is None else expansion_k,
+                         lam=lam, rollout_temperature=rollout_temperature,
+                         parallel_rollouts=parallel_rollouts, num_draws=num_draws,
                          answer=answer)
         self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
 

@@ -37,12 +37,11 @@ from .numerics import expansion_tokens, gumbel_topk
 class MCTS(TreeSearch):
     name = "mcts"
 
-    def __init__(self, num_rollouts: int = 20, expansion_k: int | None = 4,
+    def __init__(self, expansion_k: int | None = 4,
                  expansion: str = "topk", exploration: float = 1.4,
                  rollout_temperature: float = 1.0, parallel_rollouts: int = 1):
         # an optimiser of r: no λ, no resamples, the answer is the best continuation found
-        super().__init__(num_rollouts=num_rollouts,
-                         expansion_k=0 if expansion_k is None else expansion_k,
+        super().__init__(expansion_k=0 if expansion_k is None else expansion_k,
                          rollout_temperature=rollout_temperature,
                          parallel_rollouts=parallel_rollouts)
         self.c = check_positive("exploration", exploration, allow_zero=True)

@@ -1,16 +1,16 @@
 r"""``sir`` — sampling-importance-resampling: N independent samples from p_θ, one resampled
 ∝ exp(λ·r).
 
-N = ``budget.rollouts`` (default ``num_rollouts``) or as many as ``budget.tokens`` allows, drawn
+N = ``budget.rollouts`` or as many as ``budget.tokens`` allows, drawn
 exactly as ``best_of_n`` draws them (rollouts from the empty prefix at temperature 1, i.e. from
 p_θ, ``parallel_rollouts`` per batched Session call, one reward batch per step). The answer is
 x_i with probability w_i / Σ_j w_j, w_i = exp(λ·r(x_i)) (Gumbel-max in log space): the
 self-normalised importance sampler of π(x) ∝ p_θ(x)·exp(λ·r(x)) with proposal p_θ. Its law tends
 to π as N grows (the bias is O(1/N)); with equal rewards it is exactly p_θ for every N.
 
-A rollout whose reward failed gets weight 0 (it is dropped). ``samples``: ``num_samples`` draws
+A rollout whose reward failed gets weight 0 (it is dropped). ``samples``: ``num_draws`` draws
 with replacement from the same weights — resamples of one set of rollouts, so they are correlated
-(``samples_independent`` is False unless ``num_samples`` is 1). ``answer: best`` returns the
+(``samples_independent`` is False unless ``num_draws`` is 1). ``answer: best`` returns the
 best-reward rollout instead (then ``sir`` is ``best_of_n``).
 """
 
@@ -51,12 +51,11 @@ class SIR(Method):
     name = "sir"
     sampling = True  # its samples are a sample set (answer rules, specdifftree.answers)
 
-    def __init__(self, num_rollouts: int = 20, temperature: float = 1.0, parallel_rollouts: int = 1,
-                 num_samples: int = 8, answer: str = "sample"):
-        self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
-        self.lam = check_positive("temperature", temperature)
+    def __init__(self, lam: float = 1.0, parallel_rollouts: int = 1,
+                 num_draws: int = 8, answer: str = "sample"):
+        self.lam = check_positive("lam", lam)
         self.parallel_rollouts = check_positive("parallel_rollouts", parallel_rollouts, integer=True)
-        self.num_samples = check_positive("num_samples", num_samples, integer=True)
+        self.num_draws = check_positive("num_draws", num_draws, integer=True)
         self.answer = check_choice("answer", answer, ("sample", "best"))
 
     @staticmethod
@@ -68,21 +67,21 @@ class SIR(Method):
         """The exact law of the answer given the N rollouts of one search (tests, benchmarks)."""
         from .dts import weights_law
 
-        meter = Meter(budget, session, self.num_rollouts)
+        meter = Meter(budget, session)
         seqs, _, rewards, failed, _ = sample_rollouts(session, reward, meter,
                                                       self.parallel_rollouts, 1.0, rng)
         return weights_law(seqs, self.log_weights(self.lam, rewards, failed))
 
     def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
-        meter = Meter(budget, session, self.num_rollouts)
+        meter = Meter(budget, session)
         seqs, logps, rewards, failed, tree = sample_rollouts(
             session, reward, meter, self.parallel_rollouts, 1.0, rng)
         logw = self.log_weights(self.lam, rewards, failed)
         ok = ~failed
         best = int(np.flatnonzero(ok)[np.argmax(rewards[ok])]) if ok.any() else 0
         if ok.any():
-            draws = [gumbel_argmax(logw, rng) for _ in range(self.num_samples)]
+            draws = [gumbel_argmax(logw, rng) for _ in range(self.num_draws)]
         else:
             draws = [best]
         chosen = draws[0] if self.answer == "sample" else best

@@ -32,8 +32,8 @@ consistent sampler at a finite budget, its law carries an O(1/K) bias; here a la
 λ, because one look-ahead is a noisy twist (measured on the benchmark toy at 256 rollouts: TV
 0.035 from π at λ 0.5 and 2, 0.20 at λ 10; docs/search.md).
 
-``samples``: ``num_samples`` draws with replacement from the final weighted particles
-(correlated: ``samples_independent`` is False unless ``num_samples`` is 1).
+``samples``: ``num_draws`` draws with replacement from the final weighted particles
+(correlated: ``samples_independent`` is False unless ``num_draws`` is 1).
 """
 
 from __future__ import annotations
@@ -53,15 +53,14 @@ class SMC(Method):
     name = "smc"
     sampling = True  # its samples are a sample set (answer rules, specdifftree.answers)
 
-    def __init__(self, num_rollouts: int = 20, temperature: float = 1.0, block_size: int = 0,
+    def __init__(self, lam: float = 1.0, block_size: int = 0,
                  potential: str = "lookahead", resample_threshold: float = 0.5,
-                 num_samples: int = 8, answer: str = "sample"):
-        self.num_rollouts = check_positive("num_rollouts", num_rollouts, integer=True)
-        self.lam = check_positive("temperature", temperature)
+                 num_draws: int = 8, answer: str = "sample"):
+        self.lam = check_positive("lam", lam)
         self.block_size = check_positive("block_size", block_size, integer=True, allow_zero=True)
         self.potential = check_choice("potential", potential, ("lookahead", "prefix", "none"))
         self.threshold = check_positive("resample_threshold", resample_threshold, allow_zero=True)
-        self.num_samples = check_positive("num_samples", num_samples, integer=True)
+        self.num_draws = check_positive("num_draws", num_draws, integer=True)
         self.answer = check_choice("answer", answer, ("sample", "best"))
 
     def _plan(self, meter: Meter) -> tuple[int, int, str]:
@@ -90,7 +89,7 @@ class SMC(Method):
     def run_filter(self, session: SessionLike, reward: RewardOracle, budget: Budget,
                    rng: np.random.Generator) -> dict:
         """Run the filter; returns its final particles, weights and bookkeeping."""
-        meter = Meter(budget, session, self.num_rollouts)
+        meter = Meter(budget, session)
         D = meter.depth
         K, bs, potential = self._plan(meter)
         lam = self.lam
@@ -180,7 +179,7 @@ class SMC(Method):
         cand = [c for c in f["scored"] if math.isfinite(c[1]) and not reward.failed(c[0])]
         ok = np.isfinite(logw)
         if ok.any():
-            draws = [gumbel_argmax(logw, rng) for _ in range(self.num_samples)]
+            draws = [gumbel_argmax(logw, rng) for _ in range(self.num_draws)]
         else:
             draws = [0]
         if cand:
