@@ -116,7 +116,7 @@ def tree_laws(label, lam, cells, seed, equal) -> dict:
     tokens processed ≥ the token budget; the whole search if its root closes first). ``smc``
     plans its particles from the budget: one run per cell."""
     name, over = VARIANTS.get(label, (label, {}))
-    cfg = {**method_config(name), **over, "temperature": lam}
+    cfg = {**method_config(name), **over, "lam": lam}
     m = build(name, **cfg)
     r = np.zeros(len(SEQS)) if equal else REWARDS
     out = {}

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         for n in (int(x) for x in args.rollouts.split(",")):
             dists = []
             for seed in range(args.seeds):
-                m = build("dts", temperature=args.lam, expansion_k=0, parallel_rollouts=par)
+                m = build("dts", lam=args.lam, expansion_k=0, parallel_rollouts=par)
                 tree = m.run(TableSession(TABLE, 4), RewardOracle(reward),
                              Budget(rollouts=n, max_new_tokens=D), np.random.default_rng(seed)).tree
                 dists.append(tree_distribution(tree, args.lam))

@@ -151,7 +151,7 @@ def run_method(lm, prompt, name: str, args) -> dict:
     from specdifftree.tasks.series import Series
 
     # the seed settings, each given only to the methods that have that setting
-    wanted = {"num_rollouts": args.rollouts, "expansion_k": args.k, "temperature": args.lam}
+    wanted = {"expansion_k": args.k, "lam": args.lam}  # rollouts: the budget below
     if args.parallel:
         wanted["parallel_rollouts"] = args.parallel
     own = compose([f"method={name}"]).method
