@@ -34,6 +34,7 @@ batch cache's padding, which wait for the queued steps).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import OrderedDict
@@ -392,16 +393,17 @@ class Session:
             length = first._idx
         else:
             pads, length = [0] * B, first.offset
+        if B == 1 and not pads[0]:
+            template = KVCache()
+            template.offset = length
+        else:  # padding and offsets made once, shared by the layers (see _gathered_caches)
+            template = BatchKVCache(pads)
+            template._idx = length
+            template.offset = template.offset + length
         cache = []
         for c in hot:
-            keys, values = mx.take(c.keys, idx, axis=0), mx.take(c.values, idx, axis=0)
-            if B == 1 and not pads[0]:
-                n = KVCache()
-                n.keys, n.values, n.offset = keys, values, length
-            else:
-                n = BatchKVCache(pads)
-                n.keys, n.values, n._idx = keys, values, length
-                n.offset = n.offset + length
+            n = copy.copy(template)
+            n.keys, n.values = mx.take(c.keys, idx, axis=0), mx.take(c.values, idx, axis=0)
             cache.append(n)
         out = self._forward(mx.array([[p[-1]] for p in prefixes]), cache)
         for r, p in enumerate(prefixes):
@@ -482,7 +484,6 @@ class Session:
         is a subset of them, unless float64 rounding on the host orders near-ties differently —
         :meth:`_take_ahead` checks which it is. The n fed tokens count as
         ``stats.speculative_tokens`` until a query uses them."""
-        from mlx_lm.models.cache import BatchKVCache
 
         mx = self._mx
         self._ahead = None
@@ -504,25 +505,40 @@ class Session:
         mx.async_eval(ids, vals, src, tok)  # read by the next call before the pass below is done
         self.stats.model_time_s += time.perf_counter() - t0
         parent = mx.take(rows, src)
-        first = cache[0]
-        new = []
-        for c in cache:
-            nc = BatchKVCache([0] * n)
-            nc.keys, nc.values = mx.take(c.keys, parent, axis=0), mx.take(c.values, parent, axis=0)
-            if isinstance(first, BatchKVCache):
-                nc.left_padding = mx.take(c.left_padding, parent)
-                nc.offset = mx.take(c.offset, parent)
-                nc._idx = c._idx
-            else:  # a plain cache (the prompt's, or one row): no padding
-                nc.offset = mx.full((n,), c.offset, dtype=mx.int32)
-                nc._idx = c.offset
-            new.append(nc)
+        new = self._gathered_caches(cache, parent, n)
         lp = self._forward(tok[:, None], new, count=False)
         t0 = time.perf_counter()
         mx.async_eval(lp)
         self.stats.model_time_s += time.perf_counter() - t0
         self.stats.speculative_tokens += n
         self._ahead = (list(prefixes), src, tok, new, lp)
+
+    def _gathered_caches(self, cache, parent, n: int) -> list:
+        """Batch caches of ``n`` rows, row r a copy of row ``parent[r]`` of ``cache`` (a batch
+        cache, or a plain one-row cache), one take per layer and tensor.
+
+        Every layer of a cache holds the same positions, so the rows' left padding and offsets
+        are gathered once and shared by the layers' caches (each layer rebinds its own
+        ``offset`` when it is written): the graph built per step on the host stays at two ops
+        per layer, which is what bounds a beam step when kernel launches are host work (GPU)."""
+        from mlx_lm.models.cache import BatchKVCache
+
+        mx = self._mx
+        first = cache[0]
+        template = BatchKVCache([0] * n)
+        if isinstance(first, BatchKVCache):
+            template.left_padding = mx.take(first.left_padding, parent)
+            template.offset = mx.take(first.offset, parent)
+            template._idx = first._idx
+        else:  # a plain cache (the prompt's, or one row): no padding
+            template.offset = mx.full((n,), first.offset, dtype=mx.int32)
+            template._idx = first.offset
+        out = []
+        for c in cache:
+            nc = copy.copy(template)
+            nc.keys, nc.values = mx.take(c.keys, parent, axis=0), mx.take(c.values, parent, axis=0)
+            out.append(nc)
+        return out
 
     def _take_ahead(self, prefixes: list):
         """The (B, V) log-prob rows after ``prefixes`` from the beam step queued ahead, when
