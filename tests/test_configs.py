@@ -136,3 +136,16 @@ def test_every_logger_config_builds(name):
 
     logger = build_logger(compose([f"logger={name}"]).logger)
     assert hasattr(logger, "log_sample") and hasattr(logger, "finish")
+
+
+def test_the_dataset_cache_key_is_the_source_alone():
+    """Sweep jobs share loaded data: the key is the source's arguments (and ids_file), so the
+    task's keys (prompt.*, dataset.context_length) and subset_seed do not reload the series."""
+    from specdifftree.modelcache import dataset_key
+
+    base = dataset_key(compose(["dataset=m3_monthly"]).dataset)
+    for same in (["dataset.context_length=50"], ["prompt.decimals=3"], ["dataset.subset_seed=4"]):
+        assert dataset_key(compose(["dataset=m3_monthly", *same]).dataset) == base, same
+    ids = CONF.parent / "assets" / "tiny_tslm" / "heldout_series.txt"
+    for other in (["dataset=m3_yearly"], ["dataset=m3_monthly", f"+dataset.ids_file={ids}"]):
+        assert dataset_key(compose(other).dataset) != base, other
