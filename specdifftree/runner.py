@@ -1,8 +1,11 @@
 """One experiment: config -> task -> search -> metrics -> results writer.
 
 :func:`run` is what the CLI and notebooks call. The flow of one sample reads top to bottom in
-:func:`run_sample`: series -> prompt -> Session -> method.search(session, reward) -> forecast ->
-metrics -> row.
+:func:`run_sample`, one path for every task and method: the task's reward context -> the method's
+answer (:mod:`specdifftree.solvers`: a search on a Session opened on the task's prompt, or a
+classical forecast) -> the task's metrics of the answer and of the answer rule -> one row. The task
+(:class:`specdifftree.tasks.base.Task`) and the data source are built from the dataset config's
+``_target_`` nodes (:mod:`specdifftree.tasks.build`).
 """
 
 from __future__ import annotations
@@ -14,21 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from .answers import AGGREGATE_RULES
 from .config import validate
-from .errors import ConfigError, SpecDiffTreeError
-from .results import ROW_KEY, ResultsWriter, row_key
-from .rollouts import Recorder, SamplesWriter
-from .rewards.base import RewardDiagnostics
+from .errors import SpecDiffTreeError
+from .results import ResultsWriter, row_key
 from .rewards.build import build_reward
-from .search.base import Budget, Method, RewardOracle
-from .tasks.forecasting import ForecastTask
-from .tasks.serialize import Serializer
-from .tasks.series import Series
+from .rollouts import SamplesWriter
+from .search.base import Method
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +46,16 @@ class Experiment:
 
     cfg: DictConfig
     method: Method
-    task: object  # ForecastTask or CaptionTask
+    task: object  # a specdifftree.tasks.base.Task
     reward: object
     samples: list
     lm: object | None
     model_cache_hit: bool | None
-    answer: str | None = None  # method.answer when the runner applies it (see answers.py)
+    answer: str | None = None  # method.answer (see answers.py)
+    solver: object = None  # specdifftree.solvers: how the method answers a sample
+
+    def identity(self, s) -> dict:
+        return _identity(self, s)
 
 
 def build_method(method_cfg) -> Method:
@@ -73,31 +74,6 @@ def check_method_config(method_cfg) -> None:
     build_method(method_cfg)
 
 
-def is_caption_task(cfg: DictConfig) -> bool:
-    return cfg.dataset.get("source") == "m4_captions"
-
-
-def build_task(cfg: DictConfig):
-    if is_caption_task(cfg):
-        from .tasks.captions import CaptionTask
-
-        task = CaptionTask.from_config(cfg.dataset)
-        task.chat = bool(cfg.prompt.chat) or task.chat
-        return task
-    p = cfg.prompt
-    try:
-        ser = Serializer(separator=p.separator, decimals=int(p.decimals),
-                         scale_quantile=float(p.scale_quantile), scale_target=float(p.scale_target))
-    except ValueError as exc:
-        raise ConfigError(f"prompt: {exc}") from exc
-    chat = p.get("chat")
-    task = ForecastTask(ser, context_length=cfg.dataset.get("context_length"),
-                        chat=None if chat is None else bool(chat), system=p.get("system") or None)
-    if p.get("instruction"):
-        task.instruction = str(p.instruction)
-    return task
-
-
 def load_samples(cfg: DictConfig) -> list:
     from .modelcache import get_series  # process-wide dataset cache (shared by sweep jobs)
     from .tasks.sources import select
@@ -111,15 +87,17 @@ def load_samples(cfg: DictConfig) -> list:
 def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
     """Build the experiment of ``cfg``; ``handle``, if given, learns whether the model came from
     the process's model cache as soon as it is got (kept if a later check fails)."""
+    from .solvers import solver_for
+    from .tasks.build import build_task
+
     validate(cfg)
     method = build_method(cfg.method)
-    task = build_task(cfg)
+    task = build_task(cfg.dataset)
     samples = load_samples(cfg)
     reward = build_reward(cfg.reward)
+    answer = cfg.method.get("answer")  # checked with the method (search.build)
+    task.check_method(method, answer)
     lm, hit = None, None
-    if not method.needs_model and is_caption_task(cfg):
-        raise ConfigError(f"method={method.name} forecasts numbers; the caption task needs a "
-                          "language-model method (e.g. method=greedy)")
     if method.needs_model:
         from .modelcache import get_model
 
@@ -130,14 +108,8 @@ def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
             from .backend.snapshot import check_kv_quantization
 
             check_kv_quantization(lm, int(cfg.backend.kv_bits), int(cfg.backend.get("kv_group_size", 64)))
-    from .answers import check_rule, is_sampling
-
-    answer = check_rule(cfg.method.get("answer"), method.name, is_sampling(method),
-                        method.needs_model)
-    if answer not in (None, "best") and is_caption_task(cfg):
-        raise ConfigError(f"method.answer={answer}: the caption task scores one caption; "
-                          "use answer=best")
-    return Experiment(cfg, method, task, reward, samples, lm, hit, answer)
+    return Experiment(cfg, method, task, reward, samples, lm, hit,
+                      None if answer is None else str(answer), solver_for(method))
 
 
 def _identity(exp: Experiment, s) -> dict:
@@ -154,161 +126,28 @@ def _base_row(exp: Experiment, s, index: int) -> dict:
             "budget_tokens": exp.cfg.budget.get("tokens"), "error": None}
 
 
-def sample_set_scores(forecasts: np.ndarray, s: Series) -> dict:
-    """CRPS, quantiles, MSIS and coverage of a sample set (N, h) of one series."""
-    from .metrics.m4 import mase_scale
-    from .metrics.probabilistic import distribution_scores
-
-    if len(s.x) < 2:  # no in-sample scale: the scaled scores are undefined (docs/metrics.md)
-        out = distribution_scores(forecasts, s.y, np.array([0.0, 1.0]), 1)
-        out.update(crps_mase=float("nan"), msis=float("nan"), mase_scale=float("nan"))
-        return out
-    out = distribution_scores(forecasts, s.y, s.x, s.period)
-    out["mase_scale"] = mase_scale(s.x, s.period)
-    return out
-
-
-def score_forecast(exp: Experiment, values: np.ndarray, text: str, ctx,
-                   diagnostics: RewardDiagnostics) -> float:
-    """The reward of one forecast that no search scored (a classical method's, an aggregated
-    answer's), counted in the sample's ``diagnostics``."""
-    t0 = time.perf_counter()
-    batch = exp.reward.score(np.asarray(values, dtype=np.float64)[None, :], [text], np.ones(1), ctx)
-    diagnostics.add(batch, time.perf_counter() - t0)
-    return float(batch.values[0])
-
-
-def apply_answer(exp: Experiment, s: Series, result, row: dict, ctx, recorder,
-                 diagnostics: RewardDiagnostics) -> dict:
-    """The answer rule's point forecast and the sample set's distribution scores.
-
-    The rules ``best`` and (for the tree methods) ``sample`` are the method's own answer; the
-    runner applies ``median``/``mean`` and, for a method without its own ``answer`` option
-    (``best_of_n``), ``sample``. See :mod:`specdifftree.answers`. The reward of an aggregated
-    answer is counted in ``diagnostics``."""
-    from .answers import aggregate, is_sampling
-
-    task, lm = exp.task, exp.lm
-    out: dict = {"answer": exp.answer or getattr(exp.method, "answer", None) or "best"}
-    if not is_sampling(exp.method) or not result.samples:
-        out.update(sample_set_scores(np.asarray(row["forecast"])[None, :], s))
-        return out
-    texts = [lm.decode(list(q)) for q in result.samples]
-    forecasts, share = task.reward_inputs(texts, s)
-    valid = share >= 1.0
-    out["samples_valid"] = int(valid.sum())
-    if exp.answer == "sample" and not hasattr(exp.method, "answer"):
-        first = tuple(result.samples[0])
-        lp = recorder.logprob(first)
-        mean_lp = lp / len(first) if lp is not None and first else None
-        out.update(task.evaluate(texts[0], s), text=texts[0], generated_tokens=len(first),
-                   reward=recorder.reward_of(first),
-                   mean_logprob=mean_lp,
-                   perplexity=float(np.exp(-mean_lp)) if mean_lp is not None else None)
-        if mean_lp is not None and row.get("plain_mean_logprob") is not None:
-            out["logprob_gap"] = mean_lp - row["plain_mean_logprob"]
-    elif exp.answer in AGGREGATE_RULES:
-        values, ok = aggregate(exp.answer, forecasts, valid)
-        text = task.serializer.encode(values, task.scale(s))
-        out.update(task.evaluate_values(values, s), valid=ok,
-                   n_parsed=s.horizon if ok else int(row.get("n_parsed") or 0), text=text,
-                   reward=score_forecast(exp, values, text, ctx, diagnostics),
-                   mean_logprob=None, perplexity=None, logprob_gap=None)
-    use = forecasts[valid] if valid.any() else forecasts
-    out.update(sample_set_scores(use, s))
-    return out
-
-
-def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None = None) -> dict:
-    """Search and score one series; the returned dict is one line of results.jsonl.
+def run_sample(exp: Experiment, s, index: int, sample_rows: list | None = None) -> dict:
+    """Search (or forecast) and score one series; the returned dict is one line of results.jsonl.
 
     ``sample_rows``: when given, one dict per continuation the search scored is appended to it
     (the lines of samples.jsonl, see :mod:`specdifftree.rollouts`)."""
-    cfg, task, method = exp.cfg, exp.task, exp.method
+    from .solvers import score_values
+
     t0 = time.perf_counter()
-    ctx = task.reward_context(s)
+    ctx = exp.task.reward_context(s)
     row = _base_row(exp, s, index)
-    if not method.needs_model:
-        values = np.asarray(method.forecast(np.asarray(s.x, dtype=np.float64), s.horizon, s.period),
-                            dtype=np.float64)
-        diagnostics = RewardDiagnostics()
-        reward = score_forecast(exp, values, "", ctx, diagnostics)
-        row.update(valid=True, n_parsed=s.horizon, reward=reward, text="", model_calls=0,
-                   tokens_processed=0, prompt_tokens=0, generated_tokens=0, rollouts=0, nodes=0,
-                   max_depth=0, mean_branching=0.0, mean_logprob=None, perplexity=None)
-        row.update(task.evaluate_values(values, s))
-        row.update(sample_set_scores(values[None, :], s))
-    else:
-        from .backend.snapshot import open_session
-
-        lm = exp.lm
-        if hasattr(task, "prompt"):  # forecasting: BOS/chat as mlx-lm, a natural token boundary
-            boundary = task.prompt(s, lm)
-            prompt_ids = list(boundary.tokens)
-            row["prompt_boundary"] = boundary.status
-            max_new = int(cfg.max_new_tokens or task.max_new_tokens(s, lm))
-        else:
-            prompt_ids = lm.encode_prompt(task.prompt_text(s, lm.tokenizer))
-            max_new = int(cfg.max_new_tokens or task.max_new_tokens(s))
-        session = open_session(lm, prompt_ids, max_new_tokens=max_new,
-                          logprob_cache_mb=float(cfg.backend.logprob_cache_mb),
-                          kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)),
-                          kv_bits=cfg.backend.get("kv_bits"),
-                          kv_group_size=int(cfg.backend.get("kv_group_size", 64)),
-                          quantized_kv_start=int(cfg.backend.get("quantized_kv_start", 5000)))
-
-        def reward_fn(seqs):
-            texts = [lm.decode(q) for q in seqs]
-            forecasts, valid = task.reward_inputs(texts, s)
-            return exp.reward.score(forecasts, texts, valid, ctx)
-
-        oracle = RewardOracle(reward_fn)
-        recorder = Recorder(session, oracle)  # every scored continuation -> samples.jsonl
-        session, oracle = recorder.session, recorder.oracle
-        # budget.rollouts is 20 unless budget.tokens is set (conf/config.yaml; see Meter)
-        budget = Budget(rollouts=cfg.budget.rollouts, tokens=cfg.budget.tokens,
-                        max_new_tokens=max_new)
-        rng = np.random.default_rng([int(cfg.seed), index])
-        result = method.search(session, oracle, budget, rng)
-        text = lm.decode(list(result.tokens))
-        n_gen = len(result.tokens)
-        mean_lp = (result.logprob / n_gen) if (result.logprob is not None and n_gen) else None
-        row.update(reward=float(result.reward), text=text,
-                   model_calls=session.model_calls, tokens_processed=session.tokens_processed,
-                   prompt_tokens=session.prompt_tokens, generated_tokens=n_gen,
-                   mean_logprob=mean_lp,
-                   perplexity=float(np.exp(-mean_lp)) if mean_lp is not None else None,
-                   model_time_s=session.stats.model_time_s)
-        diagnostics = result.reward_diagnostics.copy()
-        st = session.stats
-        # how the Session reused work: prefix KV segments, or whole-cache snapshots (non-KVCache
-        # models) where tokens fed a second time are counted in recomputed_tokens
-        row.update(cache_mode=getattr(st, "cache_mode", "prefix_kv"),
-                   recomputed_tokens=getattr(st, "recomputed_tokens", None))
-        if st.plain_tokens:
-            plain = st.plain_logprob_sum / st.plain_tokens
-            row.update(plain_mean_logprob=plain,
-                       logprob_gap=(mean_lp - plain) if mean_lp is not None else None)
-        row.update({k: v for k, v in result.stats.items() if k not in row})
-        row.update(task.evaluate(text, s))
-        if isinstance(task, ForecastTask):  # forecasting: answer rule and distribution scores
-            row.update(apply_answer(exp, s, result, row, ctx, recorder, diagnostics))
-        if sample_rows is not None:
-            chosen = tuple(result.tokens)
-            if exp.answer in AGGREGATE_RULES:
-                chosen = None  # the answer is no single continuation
-            elif exp.answer == "sample" and not hasattr(method, "answer") and result.samples:
-                chosen = tuple(result.samples[0])
-            base = {k: row[k] for k in (*ROW_KEY, "sample_index")}
-            sample_rows.extend(recorder.rows(
-                base, lm.decode, lambda texts: task.reward_inputs(texts, s), chosen,
-                [tuple(q) for q in result.samples], oracle.failed))
-    row.update(diagnostics.row())
+    out = exp.solver.solve(exp, s, index, ctx, sample_rows)
+    row.update(out.fields)
+    row.update(exp.task.evaluate(out.text, s, values=out.values))
+    row.update(exp.task.answer_fields(
+        out.rule, row, out.sample_texts, s,
+        lambda values, text: score_values(exp, values, text, ctx, out.diagnostics)))
+    row.update(out.diagnostics.row())
     row["time_s"] = time.perf_counter() - t0
     return row
 
 
-def error_row(exp: Experiment, s: Series, index: int, exc: BaseException, elapsed: float) -> dict:
+def error_row(exp: Experiment, s, index: int, exc: BaseException, elapsed: float) -> dict:
     """The row of a sample whose processing raised: scored as an invalid (empty) forecast."""
     row = _base_row(exp, s, index)
     row.update(reward=None, text="", model_calls=None, tokens_processed=None, prompt_tokens=None,
@@ -445,7 +284,7 @@ def _loop(exp: Experiment, writer: ResultsWriter, run_dir: Path) -> None:
 
     cfg = exp.cfg
     done = writer.done_keys()
-    record = bool(cfg.output.get("samples", True)) and exp.method.needs_model
+    record = bool(cfg.output.get("samples", True)) and exp.solver.records_samples
     samples_writer = SamplesWriter(run_dir, done) if record else None
     logger = build_logger(cfg.get("logger"))
     logger.start(cfg, run_dir)

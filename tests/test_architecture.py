@@ -29,7 +29,7 @@ LAYERS = {
     "baselines": 6,
     "results": 7, "rollouts": 7, "anytime": 7, "report_table": 7, "report_paired": 7,
     "rundir": 8, "preflight": 8, "modelcache": 8, "console": 8, "report": 8,
-    "loggers": 9,
+    "loggers": 9, "solvers": 9,
     "runner": 10,
     "launcher": 11,
     "__main__": 12, "__init__": 12,

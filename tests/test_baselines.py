@@ -61,7 +61,7 @@ def test_ses_and_theta_reproduce_m4s_published_smape(freq, method, official):
     from specdifftree.tasks.sources import load_series
 
     root = m4_files(f"{freq}-train.csv", f"{freq}-test.csv")
-    series = load_series({"source": "m4_csv", "frequency": freq, "root": str(root),
+    series = load_series({"_target_": "specdifftree.tasks.sources.M4CsvSource", "frequency": freq, "root": str(root),
                           "name": f"m4_{freq.lower()}"})
     m = method()
     got = np.mean([smape(s.y, m.forecast(np.asarray(s.x), s.horizon, s.period)) for s in series])
@@ -115,7 +115,7 @@ def test_the_r_comparison_scores_r_forecasts_with_the_project_smape(tmp_path):
     from specdifftree.tasks.sources import load_series
 
     root = m4_files("Weekly-train.csv", "Weekly-test.csv")
-    series = load_series({"source": "m4_csv", "frequency": "Weekly", "root": str(root),
+    series = load_series({"_target_": "specdifftree.tasks.sources.M4CsvSource", "frequency": "Weekly", "root": str(root),
                           "name": "m4_weekly"})[:3]
     _write_r_layout(tmp_path, series, 13)
     out = subprocess.run([sys.executable, str(REPO / "experiments" / "compare_r_baselines.py"),

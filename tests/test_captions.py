@@ -16,7 +16,11 @@ from omegaconf import OmegaConf
 from specdifftree.errors import ConfigError, DataError
 from specdifftree.rewards import build_reward
 from specdifftree.metrics.text import lcs_length, rouge_l_f1, token_f1, tokenize
-from specdifftree.tasks.captions import CaptionTask, load_caption_samples
+from specdifftree.config import compose
+from specdifftree.tasks.build import build_task
+from specdifftree.tasks.caption_data import CaptionSource
+from specdifftree.tasks.captions import CaptionTask
+from specdifftree.tasks.sources import load_series as load_caption_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,16 +60,16 @@ def root(tmp_path):
 
 
 def dataset_cfg(root, **kw):
-    cfg = OmegaConf.load(ROOT / "specdifftree" / "conf" / "dataset" / "m4_captions.yaml")
-    cfg.root = str(root)
-    for k, v in kw.items():
-        cfg[k] = v
-    return cfg
+    """The composed dataset node of dataset=m4_captions with these keys set."""
+    overrides = [f"{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
+                 for k, v in {"root": root, **kw}.items()]
+    return compose(["dataset=m4_captions", *(f"dataset.{o}" for o in overrides)]).dataset
 
 
 def test_config_file_keys():
     cfg = OmegaConf.load(ROOT / "specdifftree" / "conf" / "dataset" / "m4_captions.yaml")
-    assert cfg.name == "m4_captions" and cfg.source == "m4_captions" and "root" in cfg
+    assert cfg.name == "m4_captions" and cfg._target_.endswith("CaptionSource") and "root" in cfg
+    assert isinstance(build_task(compose(["dataset=m4_captions"]).dataset), CaptionTask)
     assert (ROOT / "specdifftree" / "conf" / "dataset" / "m4_captions.yaml").read_text().startswith("# @package dataset")
 
 
@@ -83,8 +87,8 @@ def test_load_accepts_capitalised_columns_and_explicit_file_names(tmp_path):
     r = write_fixture(tmp_path / "d", freq="Weekly", series_header=("ID", "Series"),
                       caption_header=("Id", "Caption"))
     (r / "m4_series_Weekly.csv").rename(r / "s.csv")
-    samples = load_caption_samples({"root": str(r), "series_file": "s.csv",
-                                    "captions_file": "m4_captions_Weekly.csv"})
+    samples = CaptionSource(root=str(r), series_file="s.csv",
+                            captions_file="m4_captions_Weekly.csv").load()
     assert [s.id for s in samples] == ["M1", "M2", "M3"]
 
 
@@ -112,14 +116,16 @@ def test_load_config_errors(root, tmp_path):
     with pytest.raises(ConfigError, match="limit"):
         load_caption_samples(dataset_cfg(root, limit=0))
     with pytest.raises(ConfigError, match="root"):
-        load_caption_samples({"frequency": "Monthly"})
+        CaptionSource(root="", frequency="Monthly")
     with pytest.raises(DataError, match="not a folder"):
-        load_caption_samples({"root": str(tmp_path / "nope"), "frequency": "Monthly"})
+        CaptionSource(root=str(tmp_path / "nope"), frequency="Monthly").load()
+    with pytest.raises(ConfigError, match=r"dataset\.limt is not a setting of CaptionSource; did you mean dataset\.limit\?"):
+        load_caption_samples({**OmegaConf.to_container(dataset_cfg(root)), "limt": 2})
 
 
 def test_prompt_states_mean_and_std_and_asks_for_a_caption(root):
     s = load_caption_samples(dataset_cfg(root))[0]
-    task = CaptionTask.from_config(dataset_cfg(root))
+    task = build_task(dataset_cfg(root))
     p = task.prompt_text(s)
     x = np.array(SERIES["M1"])
     assert f"{x.mean():.6g}" in p and f"{x.std():.6g}" in p
@@ -132,15 +138,15 @@ def test_prompt_states_mean_and_std_and_asks_for_a_caption(root):
     p3 = task.prompt_text(load_caption_samples(dataset_cfg(root))[2])
     assert "0.00, 0.00, 0.00, 0.00" in p3
     # context_length keeps the last values
-    short = CaptionTask.from_config(dataset_cfg(root, context_length=3))
+    short = build_task(dataset_cfg(root, context_length=3))
     assert "of 3 values" in short.prompt_text(s)
     with pytest.raises(ValueError, match="chat template"):
-        CaptionTask.from_config(dataset_cfg(root, chat=True)).prompt_text(s)
+        build_task(dataset_cfg(root, chat=True)).prompt_text(s)
 
 
 def test_evaluate_and_reward_context(root):
     s = load_caption_samples(dataset_cfg(root))[0]
-    task = CaptionTask.from_config(dataset_cfg(root))
+    task = build_task(dataset_cfg(root))
     row = task.evaluate("  " + s.caption + "\n", s)
     assert row == {"valid": True, "caption_rougeL_f1": 1.0, "caption_token_f1": 1.0,
                    "caption": s.caption, "reference": s.caption}
@@ -156,7 +162,7 @@ def test_evaluate_and_reward_context(root):
 
 def test_caption_similarity_reward(root):
     s = load_caption_samples(dataset_cfg(root))[0]
-    task = CaptionTask.from_config(dataset_cfg(root))
+    task = build_task(dataset_cfg(root))
     cfg = OmegaConf.load(ROOT / "specdifftree" / "conf" / "reward" / "caption_similarity.yaml")
     rew = build_reward(cfg)
     assert rew.oracle and "oracle" in rew.name
@@ -221,3 +227,18 @@ def test_similarities_are_symmetric_and_bounded(a, b):
         assert 0.0 <= v <= 1.0 and v == pytest.approx(fn(b, a))
         if tokenize(a) and tokenize(a) == tokenize(b):
             assert v == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["method=naive2"], r"method=naive2 forecasts numbers; the caption task needs a language-model method"),
+    (["method=best_of_n", "method.answer=median"], r"method.answer=median: the caption task scores one caption"),
+])
+def test_the_task_refuses_what_it_cannot_score(root, overrides, match):
+    """The task decides which methods and answer rules it scores (one ConfigError line), before
+    any model is loaded."""
+    from specdifftree.runner import prepare
+
+    cfg = compose(["dataset=m4_captions", f"dataset.root={root}", "reward=caption_similarity",
+                   "model=hf", "model.path=/no/such/model", *overrides])
+    with pytest.raises(ConfigError, match=match):
+        prepare(cfg)

