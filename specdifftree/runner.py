@@ -283,8 +283,7 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         st = session.stats
         # how the Session reused work: prefix KV segments, or whole-cache snapshots (non-KVCache
         # models) where tokens fed a second time are counted in recomputed_tokens
-        row.update(cache_mode=getattr(st, "cache_mode", "prefix_kv"),
-                   recomputed_tokens=getattr(st, "recomputed_tokens", None))
+        row.update(cache_mode=st.cache_mode, recomputed_tokens=st.recomputed_tokens)
         if st.plain_tokens:
             plain = st.plain_logprob_sum / st.plain_tokens
             row.update(plain_mean_logprob=plain,

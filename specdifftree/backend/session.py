@@ -37,51 +37,18 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import BackendError
+from .base import Rollout, SessionStats
 from .loader import LoadedModel
 from .kvstore import PrefixKVStore
 from .sampling import sample, step_keys
 
 
 PREFILL_CHUNK = 2048  # prompt tokens per forward pass during prefill
-
-
-@dataclass
-class Rollout:
-    """One generated continuation.
-
-    ``tokens`` are the new tokens after the starting prefix; ``logprobs[i]`` is
-    log p_θ(tokens[i] | prompt, prefix, tokens[:i]) at temperature 1 (the base model), whatever
-    temperature was used to sample. ``finished`` is True when the rollout ended with EOS.
-    """
-
-    prefix: tuple[int, ...]
-    tokens: list[int]
-    logprobs: list[float]
-    finished: bool
-
-    @property
-    def full(self) -> tuple[int, ...]:
-        return self.prefix + tuple(self.tokens)
-
-
-@dataclass
-class SessionStats:
-    model_calls: int = 0
-    tokens_processed: int = 0
-    prompt_tokens: int = 0
-    eval_tokens: int = 0
-    model_time_s: float = 0.0
-    plain_logprob_sum: float = 0.0  # over tokens of rollouts sampled from p_θ (temperature 1)
-    plain_tokens: int = 0
-    # tokens fed ahead by the pipelined decode loop for rows that then ended at EOS; their result
-    # is discarded (at most one per row and rollout) and they are not in ``tokens_processed``
-    speculative_tokens: int = 0
 
 
 class Session:
