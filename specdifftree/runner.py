@@ -108,6 +108,11 @@ def load_samples(cfg: DictConfig) -> list:
     return select(series, cfg.num_samples, int(subset_seed or 0))
 
 
+def _backend_cfg(cfg: DictConfig) -> dict:
+    """The keys of ``cfg.backend``: the model handle's session settings."""
+    return OmegaConf.to_container(cfg.backend, resolve=True) if cfg.get("backend") else {}
+
+
 def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
     """Build the experiment of ``cfg``; ``handle``, if given, learns whether the model came from
     the process's model cache as soon as it is got (kept if a later check fails)."""
@@ -126,10 +131,7 @@ def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
         lm, hit = get_model(cfg.model)
         if handle is not None:
             handle.model_cache_hit = hit
-        if cfg.backend.get("kv_bits") is not None:  # a quantization the model cannot take fails here
-            from .backend.snapshot import check_kv_quantization
-
-            check_kv_quantization(lm, int(cfg.backend.kv_bits), int(cfg.backend.get("kv_group_size", 64)))
+        lm.check_backend(**_backend_cfg(cfg))  # e.g. a quantization the model cannot take
     from .answers import check_rule, is_sampling
 
     answer = check_rule(cfg.method.get("answer"), method.name, is_sampling(method),
@@ -239,8 +241,6 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         row.update(task.evaluate_values(values, s))
         row.update(sample_set_scores(values[None, :], s))
     else:
-        from .backend.snapshot import open_session
-
         lm = exp.lm
         if hasattr(task, "prompt"):  # forecasting: BOS/chat as mlx-lm, a natural token boundary
             boundary = task.prompt(s, lm)
@@ -250,12 +250,7 @@ def run_sample(exp: Experiment, s: Series, index: int, sample_rows: list | None 
         else:
             prompt_ids = lm.encode_prompt(task.prompt_text(s, lm.tokenizer))
             max_new = int(cfg.max_new_tokens or task.max_new_tokens(s))
-        session = open_session(lm, prompt_ids, max_new_tokens=max_new,
-                          logprob_cache_mb=float(cfg.backend.logprob_cache_mb),
-                          kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)),
-                          kv_bits=cfg.backend.get("kv_bits"),
-                          kv_group_size=int(cfg.backend.get("kv_group_size", 64)),
-                          quantized_kv_start=int(cfg.backend.get("quantized_kv_start", 5000)))
+        session = lm.session(prompt_ids, max_new_tokens=max_new, **_backend_cfg(cfg))
 
         def reward_fn(seqs):
             texts = [lm.decode(q) for q in seqs]

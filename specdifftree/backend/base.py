@@ -127,6 +127,8 @@ class ModelHandle(Protocol):
     ``path``: the weights' folder or id (identifies the weights in run fingerprints; None when
     the backend has none); ``tokenizer``: an object with ``apply_chat_template`` where the
     model has a chat template (None otherwise); ``max_context``: None when unbounded.
+    Optional: a static ``free_memory()`` that the model cache calls after dropping models of
+    this kind (e.g. MLX's buffer cache).
     """
 
     name: str
@@ -152,3 +154,58 @@ class ModelHandle(Protocol):
     def session(self, prompt_ids: Sequence[int], max_new_tokens: int = 0,
                 **backend_cfg) -> Session:
         """A Session for ``prompt_ids`` (``backend_cfg``: the keys of ``cfg.backend``)."""
+
+
+def _target(model_cfg):
+    """The ``_target_`` factory of a model config and its other keys (resolved), located as
+    Hydra's ``instantiate`` locates it (``module.attribute``)."""
+    from omegaconf import OmegaConf
+
+    from ..errors import ConfigError
+
+    keys = (OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg)
+            else dict(model_cfg))
+    target = keys.pop("_target_", None)
+    if not target:
+        raise ConfigError("model._target_ is missing: a model config names its backend's model "
+                          "factory, e.g. _target_: specdifftree.backend.handle.from_config")
+    import importlib
+
+    module, _, attr = str(target).rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"model._target_={target}: cannot be imported ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return fn, keys
+
+
+def build_model(model_cfg) -> ModelHandle:
+    """The model handle of ``cfg.model``: its ``_target_`` called with its other keys (an
+    unknown key is one ConfigError line naming the factory's arguments)."""
+    import inspect
+
+    from ..errors import ConfigError
+
+    fn, keys = _target(model_cfg)
+    try:
+        inspect.signature(fn).bind(**keys)
+    except TypeError as exc:
+        try:
+            names = [p for p in inspect.signature(fn).parameters if not p.startswith("_")]
+        except (TypeError, ValueError):
+            names = []
+        raise ConfigError(f"model: {exc} (the keys of model={keys.get('name', '?')} are the "
+                          f"arguments of {fn.__module__}.{fn.__qualname__}: "
+                          f"{', '.join(names)})") from None
+    return fn(**keys)
+
+
+def planned_model_files(model_cfg) -> tuple[str | None, str | None]:
+    """The weights (folder or id) and adapter folder ``cfg.model`` would load, without loading:
+    ``model_files(**keys)`` of the factory's module when it defines one, else ``(None, None)``."""
+    import importlib
+
+    fn, keys = _target(model_cfg)
+    files = getattr(importlib.import_module(fn.__module__), "model_files", None)
+    return files(**keys) if files is not None else (None, None)
