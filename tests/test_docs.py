@@ -342,10 +342,10 @@ def check_command(argv: list[str], work: Path) -> str | None:
     """None when the command checks out, else one line saying what is wrong."""
     if argv[:1] == ["nice"]:
         argv = argv[1:]
-    if len(argv) > 4 and _is_python(argv[0]) and argv[1:5] == ["-m", "specdifftree.blas", "exec", "--"]:
-        out = _run([sys.executable, "-m", "specdifftree.blas", "exec", "--", "true"], work)
+    if len(argv) > 4 and _is_python(argv[0]) and argv[1:5] == ["-m", "specdifftree.backend.mlx.blas", "exec", "--"]:
+        out = _run([sys.executable, "-m", "specdifftree.backend.mlx.blas", "exec", "--", "true"], work)
         if out.returncode != 0:
-            return f"python -m specdifftree.blas exec -- true: exit {out.returncode}"
+            return f"python -m specdifftree.backend.mlx.blas exec -- true: exit {out.returncode}"
         argv = argv[5:]
     if argv[:1] == ["specdifftree"]:
         return check_specdifftree(argv[1:], work)
@@ -396,7 +396,7 @@ def test_check_blocks_compose_and_parse(tmp_path, block):
     ("specdifftree method=greedy method.no_such_key=1", "no_such_key"),
     ("python -m specdifftree +sweep=smoke --multirun budget.token=5", "budget.token"),
     ("python experiments/bench_perf.py --shape llama-1b --no-such-flag", "rejects"),
-    ("python -m specdifftree.blas exec -- python experiments/bench_methods.py --serie 2", "rejects"),
+    ("python -m specdifftree.backend.mlx.blas exec -- python experiments/bench_methods.py --serie 2", "rejects"),
     ("make no_such_target", "no_such_target"),
     ("pip install -e '.[test,no_such_extra]'", "no_such_extra"),
     ("python -m specdifftree.report a b", "report"),

@@ -168,7 +168,7 @@ def _target(model_cfg):
     target = keys.pop("_target_", None)
     if not target:
         raise ConfigError("model._target_ is missing: a model config names its backend's model "
-                          "factory, e.g. _target_: specdifftree.backend.handle.from_config")
+                          "factory, e.g. _target_: specdifftree.backend.mlx.handle.from_config")
     import importlib
 
     module, _, attr = str(target).rpartition(".")

@@ -1,10 +1,11 @@
-"""A toy table language model behind the Session interface, for tests and small experiments.
+"""Test double (not part of the package): a toy table language model behind the
+:class:`specdifftree.backend.base.Session` protocol, for tests and small experiments.
 
 :class:`TableLM` gives next-token log-probabilities for any prefix, from a function or a seeded
 random table (a Dirichlet draw per prefix, derived from the prefix itself, so the table is
 infinite, lazy and reproducible). :class:`TableSession` answers ``logprobs`` and ``rollout``
-exactly like :class:`specdifftree.backend.session.Session` — same sampling code
-(:func:`specdifftree.backend.sampling.decode`, same random stream), same caching and the same
+exactly like :class:`specdifftree.backend.mlx.session.Session` — same sampling code
+(:func:`specdifftree.backend.mlx.sampling.decode`, same random stream), same caching and the same
 token accounting:
 
 - the prompt is prefilled once at construction (``prompt_tokens`` tokens, one model call);
@@ -27,9 +28,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..backend.base import Rollout, SessionStats
-from ..backend.sampling import decode
-from .numerics import logsumexp
+from specdifftree.backend.base import Rollout, SessionStats
+from specdifftree.backend.mlx.sampling import decode
+from specdifftree.search.numerics import logsumexp
 
 Prefix = tuple[int, ...]
 
@@ -90,7 +91,7 @@ class TableLM:
 
 def numpy_decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, temperature: float,
                  rng: np.random.Generator, top_k: int = 0, top_p: float = 1.0):
-    """:func:`specdifftree.backend.sampling.decode` on the host: the same loop, rows and
+    """:func:`specdifftree.backend.mlx.sampling.decode` on the host: the same loop, rows and
     ``advance`` protocol (so the same token accounting), with tokens drawn by Gumbel-max in numpy
     float64 from ``rng`` itself (no MLX; a different random stream, the same law). Temperature 0
     is the argmax (ties: lowest id). No top-k / top-p truncation."""

@@ -39,8 +39,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import BackendError
-from .base import Rollout, SessionStats
+from ...errors import BackendError
+from ..base import Rollout, SessionStats
 from .loader import LoadedModel
 from .sampling import decode
 
@@ -379,7 +379,7 @@ class SnapshotSession:
 def check_kv_quantization(lm: LoadedModel, kv_bits: int, kv_group_size: int) -> None:
     """Raise :class:`ConfigError` (one line) when ``lm``'s KV cache cannot be quantized so:
     one token is fed into a cache quantized from the start."""
-    from ..errors import ConfigError
+    from ...errors import ConfigError
 
     s = SnapshotSession.__new__(SnapshotSession)
     s.lm, s.kv_bits, s.kv_group_size, s.quantized_kv_start = lm, int(kv_bits), int(kv_group_size), 0
