@@ -7,7 +7,7 @@ one is a marker:
 * ``<!-- test -->``: the block runs, offline, as a user would type it: bash with ``set -e``, the
   venv's ``bin`` first on PATH, in a fresh folder that has the checkout's Makefile and .venv, so
   ``make run``/``make report`` and relative output paths work unchanged. A ```python block marked
-  ``<!-- test -->`` whose first line is ``# <name>.py`` is a file: it is written into that folder
+  ``<!-- test -->`` whose first line is ``# <name>.py`` (or ``# <folder>/<name>.py``) is a file: it is written into that folder
   (which is on PYTHONPATH) for the later blocks of the same document.
 * ``<!-- check: <reason> -->``: the block is not run in full (the reason says why: hours of
   compute, network, a GPU, files of one's own); each of its commands is checked instead:
@@ -45,7 +45,7 @@ COMMAND_LINE = re.compile(r"^\s*(?:nice\s+)?(?:specdifftree|python3?|\S*/python3
                           r"(?:\s|$)")
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
 PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>|(?<![\w/])/?path/to/|/models/|(?:^|\s)\.\.\.(?:\s|$)")
-FILE_BLOCK = re.compile(r"^#\s*(\w+\.py)\b")
+FILE_BLOCK = re.compile(r"^#\s*((?:\w+/)*\w+\.py)\b")
 
 
 @dataclass
@@ -165,6 +165,7 @@ def test_documented_commands_run(tmp_path, block):
         m = FILE_BLOCK.match(b.body)
         if m and b.doc == block.doc and b.line < block.line and b.marker == "test" \
                 and b.lang == "python":
+            (work / m.group(1)).parent.mkdir(parents=True, exist_ok=True)
             (work / m.group(1)).write_text(b.body)
     out = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.body], cwd=work,
                          env=_env(work), capture_output=True, text=True, timeout=300)
