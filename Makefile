@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Runs a command with the fast BLAS preloaded on Linux (no-op elsewhere).
-WITH_BLAS := $(PY) -m specdifftree.blas exec --
+WITH_BLAS := $(PY) -m specdifftree.backend.mlx.blas exec --
 
 .PHONY: setup setup-cuda blas test run bench report clean
 
@@ -11,7 +11,7 @@ setup: blas
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m specdifftree.blas check || true
+	$(PY) -m specdifftree.backend.mlx.blas check || true
 
 # NVIDIA GPU on Linux: the same environment with MLX's CUDA build instead of mlx-cpu. Both wheels
 # ship mlx/lib/libmlx.so: mlx-cpu is removed and the CUDA wheel reinstalled so its library stays.
@@ -21,7 +21,7 @@ setup-cuda:
 	$(PY) -m pip install -q -e '.[test,cuda]'
 	$(PY) -m pip uninstall -q -y mlx-cpu
 	$(PY) -m pip install -q --force-reinstall --no-deps "mlx-cuda-13==$$($(PY) -c 'from importlib.metadata import version; print(version("mlx"))')"
-	$(PY) -c "from specdifftree.backend.device import describe; print(describe())"
+	$(PY) -c "from specdifftree.backend.mlx.device import describe; print(describe())"
 
 # Debian/Ubuntu: install OpenBLAS (the mlx-cpu wheel only ships reference BLAS). Needs root or
 # passwordless sudo; without them (or without apt-get, or when the install fails) it prints one

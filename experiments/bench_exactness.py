@@ -43,11 +43,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the toy table-LM session (a test double)
 
 from specdifftree.search import build  # noqa: E402
 from specdifftree.search.base import Budget, RewardOracle  # noqa: E402
-from specdifftree.search.toy import (TableLM, TableSession, enumerate_sequences,  # noqa: E402
-                                     exact_target, table_reward)
+from toy_session import (TableLM, TableSession, enumerate_sequences,  # noqa: E402
+                          exact_target, table_reward)
 from specdifftree.search.tree import tree_distribution  # noqa: E402
 
 VOCAB, EOS, D, PROMPT = 7, 6, 4, 4

@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     import pandas as pd
     from omegaconf import OmegaConf
 
-    from specdifftree.backend.loader import load
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.loader import load
+    from specdifftree.backend.mlx.session import Session
     from specdifftree.tasks.forecasting import ForecastTask
     from specdifftree.tasks.serialize import Serializer
 

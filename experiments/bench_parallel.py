@@ -20,11 +20,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the toy table-LM session (a test double)
 
 from specdifftree.search import build  # noqa: E402
 from specdifftree.search.base import Budget, RewardOracle  # noqa: E402
 from specdifftree.search.stats import total_variation  # noqa: E402
-from specdifftree.search.toy import TableLM, TableSession, enumerate_sequences, exact_target  # noqa: E402
+from toy_session import TableLM, TableSession, enumerate_sequences, exact_target  # noqa: E402
 from specdifftree.search.tree import tree_distribution  # noqa: E402
 
 TABLE = TableLM.random(4, eos_ids=[3], seed=3, alpha=0.7)

@@ -1,7 +1,7 @@
 """Performance benchmark: how close do the search methods sit to the physical floor and to mlx-lm?
 
     make bench                                  # defaults below, writes outputs/bench/bench.json
-    python -m specdifftree.blas exec -- .venv/bin/python experiments/bench_perf.py --shape medium
+    python -m specdifftree.backend.mlx.blas exec -- .venv/bin/python experiments/bench_perf.py --shape medium
     python experiments/bench_perf.py --shape vocab-proxy --prompt 500 --parallel 20 --methods best_of_n
     python experiments/bench_perf.py --shape llama-1b --quantize 4 --prompt 500 --warmup --repeat 3 --parallel 1,20  # a GPU
 
@@ -68,7 +68,7 @@ def load_model(shape: str, vocab: int, dtype: str = "float32", quantize: int = 0
     (group 64, as ``mlx_lm.convert -q`` and mlx-community's quantized models do it)."""
     from omegaconf import OmegaConf
 
-    from specdifftree.backend.loader import load
+    from specdifftree.backend.mlx.loader import load
 
     lm = load(OmegaConf.create({"builtin": "tiny_random", "dtype": dtype, "init_seed": 0,
                                 "shape": SHAPES[shape], "min_vocab": vocab}))
@@ -144,7 +144,7 @@ def run_method(lm, prompt, name: str, args) -> dict:
     from specdifftree.config import compose
     from specdifftree.rewards.build import build_reward
     from specdifftree.runner import build_method
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.session import Session
     from specdifftree.search.base import Budget, RewardOracle
     from specdifftree.tasks.forecasting import ForecastTask
     from specdifftree.tasks.serialize import Serializer
@@ -303,8 +303,8 @@ def main(argv=None) -> int:
     args.vocab = args.vocab or vocab
     args.dtype = args.dtype or dtype
 
-    from specdifftree.backend.device import describe, device_info
-    from specdifftree.blas import blas_in_use
+    from specdifftree.backend.mlx.device import describe, device_info
+    from specdifftree.backend.mlx.blas import blas_in_use
 
     print(describe(), flush=True)
     lm, n_params = load_model(args.shape, args.vocab, args.dtype, args.quantize)

@@ -7,7 +7,7 @@ longest M3 monthly series (the longest prompts of M3).
 
 Run::
 
-    python -m specdifftree.blas exec -- python experiments/bench_tiny_tslm_cpu.py \\
+    python -m specdifftree.backend.mlx.blas exec -- python experiments/bench_tiny_tslm_cpu.py \\
         --models old=path/to/old_folder new=tiny_tslm --n 12 --repeats 2
 """
 
@@ -43,8 +43,8 @@ def main(argv=None) -> None:
 
     import mlx.core as mx
 
-    from specdifftree.backend.loader import load
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.loader import load
+    from specdifftree.backend.mlx.session import Session
     from specdifftree.tasks.forecasting import ForecastTask
     from specdifftree.tasks.serialize import Serializer
     from specdifftree.tasks.sources import FcompdataSource

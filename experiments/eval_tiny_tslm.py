@@ -8,7 +8,7 @@ valid rate next to naive, seasonal naive and Naive2 (the project's M4 metrics).
 
 Run::
 
-    python -m specdifftree.blas exec -- python experiments/eval_tiny_tslm.py --out outputs/tiny_tslm_eval
+    python -m specdifftree.backend.mlx.blas exec -- python experiments/eval_tiny_tslm.py --out outputs/tiny_tslm_eval
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def reward_answers(vals: np.ndarray, r: np.ndarray) -> dict[str, np.ndarray]:
 
 def evaluate(lm, series: list[Series], task: ForecastTask, samples: int, seed: int,
              rewards: dict | None = None) -> list[dict]:
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.session import Session
 
     rows = []
     for k, s in enumerate(series):
@@ -152,7 +152,7 @@ def plot_spread(lm, s: Series, task: ForecastTask, path: Path, n: int = 8, seed:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.session import Session
 
     budget = task.max_new_tokens(s)
     sess = Session(lm, lm.encode(task.prompt_text(s)), max_new_tokens=budget)
@@ -332,7 +332,7 @@ def main(argv=None) -> None:
         print(json.dumps(out, indent=1))
         return
 
-    from specdifftree.backend.loader import load
+    from specdifftree.backend.mlx.loader import load
 
     cfg = ({"builtin": "tiny_tslm", "name": "tiny_tslm"} if a.model == "tiny_tslm"
            else {"path": a.model})

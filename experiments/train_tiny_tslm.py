@@ -55,8 +55,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from specdifftree.backend.chartok import PAD, vocab, write_tokenizer  # noqa: E402
-from specdifftree.backend.tiny import llama_config  # noqa: E402
+from specdifftree.backend.mlx.chartok import PAD, vocab, write_tokenizer  # noqa: E402
+from specdifftree.backend.mlx.tiny import llama_config  # noqa: E402
 from specdifftree.tasks.forecasting import ForecastTask  # noqa: E402
 from specdifftree.tasks.serialize import Serializer  # noqa: E402
 from specdifftree.tasks.series import Series  # noqa: E402

@@ -6,13 +6,13 @@ Notebook use::
     cfg = sdt.compose(["method=greedy", "num_samples=3"])
     df = sdt.run(cfg)          # one row per scored sample (results.jsonl as a DataFrame)
 
-Importing the package loads the fast BLAS for MLX on Linux (:func:`specdifftree.blas.preload`;
+Importing the package loads the fast BLAS for MLX on Linux (:func:`specdifftree.backend.mlx.blas.preload`;
 import specdifftree before mlx). The first run prints the BLAS and the device in use, once.
 """
 
 from .version import __version__
 
-from ._blaslib import preload as _preload_blas
+from .backend.mlx._blaslib import preload as _preload_blas
 
 _preload_blas()
 

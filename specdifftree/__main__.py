@@ -356,7 +356,7 @@ def task_function(runs: list):
 
 
 def main() -> None:
-    from .blas import ensure_fast_blas
+    from .backend.mlx.blas import ensure_fast_blas
 
     ensure_fast_blas()
     argv = sys.argv[1:]

@@ -62,8 +62,8 @@ def announce_runtime(logger: logging.Logger | None = None, echo: bool = False) -
     """
     if _ANNOUNCED:
         return dict(_ANNOUNCED)
-    from .backend.device import describe, log_device
-    from .blas import log_blas
+    from .backend.mlx.device import describe, log_device
+    from .backend.mlx.blas import log_blas
 
     blas = log_blas()
     info = log_device()

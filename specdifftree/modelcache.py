@@ -54,9 +54,9 @@ def get_model(model_cfg):
     key = model_key(model_cfg)
     if key in _MODELS:
         return _MODELS[key], True
-    from .backend.loader import load
+    from .backend.base import build_model
 
-    lm = load(model_cfg)
+    lm = build_model(model_cfg)
     _MODELS[key] = lm
     return lm, False
 
@@ -76,27 +76,22 @@ def get_series(dataset_cfg):
     return series, False
 
 
-def _clear_mlx() -> None:
-    gc.collect()
-    try:
-        import mlx.core as mx
-
-        mx.clear_cache()
-    except (ImportError, AttributeError):
-        pass
-
-
-
-
 def release_unused(keep_models=(), keep_datasets=()) -> list[str]:
     """Drop every cached model/dataset whose key is not kept; returns the dropped model names."""
     keep_models, keep_datasets = set(keep_models), set(keep_datasets)
-    dropped = []
+    dropped, kinds = [], set()
     for key in [k for k in _MODELS if k not in keep_models]:
-        dropped.append(getattr(_MODELS.pop(key), "name", key))
+        model = _MODELS.pop(key)
+        dropped.append(getattr(model, "name", key))
+        kinds.add(type(model))
+        del model
     for key in [k for k in _DATASETS if k not in keep_datasets]:
         _DATASETS.pop(key)
     if dropped:
         log.info("released model(s) no later job needs: %s", ", ".join(dropped))
-        _clear_mlx()
+        gc.collect()
+        for kind in kinds:  # a backend may hand its freed buffers back (ModelHandle.free_memory)
+            free = getattr(kind, "free_memory", None)
+            if free is not None:
+                free()
     return dropped

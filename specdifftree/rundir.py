@@ -342,18 +342,18 @@ def adapter_identity(folder: str | Path) -> str:
 
 def fingerprint(cfg, lm, samples) -> dict:
     """What a run dir's results depend on (compared on resume)."""
-    return _fingerprint(cfg, lm.path if lm else None, getattr(lm, "adapter_path", None), samples)
+    return _fingerprint(cfg, getattr(lm, "path", None), getattr(lm, "adapter_path", None), samples)
 
 
 def planned_fingerprint(cfg, samples, needs_model: bool) -> dict:
     """The fingerprint a run of ``cfg`` will have, without loading the model: the weights are
-    identified from the folder :func:`specdifftree.backend.loader.resolve_path` names (what the
+    identified from the files :func:`specdifftree.backend.base.planned_model_files` names (what the
     loader loads). Raises what the loader would (e.g. a missing folder)."""
     path = adapter = None
     if needs_model:
-        from .backend.loader import resolve_adapter, resolve_path
+        from .backend.base import planned_model_files
 
-        path, adapter = resolve_path(cfg.model), resolve_adapter(cfg.model)
+        path, adapter = planned_model_files(cfg.model)
     return _fingerprint(cfg, path, adapter, samples)
 
 
@@ -435,7 +435,7 @@ def _device() -> str | None:
 
 
 def provenance(cfg, lm, fp: dict) -> dict:
-    weights = weights_identity(lm.path) if lm else None
+    weights = weights_identity(lm.path) if lm is not None and lm.path else None
     return {"package_version": package_version(), "git_commit": _git_commit(),
             "python": platform.python_version(), **{k.replace("-", "_"): v
                                                     for k, v in _versions().items()},

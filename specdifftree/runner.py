@@ -87,7 +87,7 @@ def load_samples(cfg: DictConfig) -> list:
 def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
     """Build the experiment of ``cfg``; ``handle``, if given, learns whether the model came from
     the process's model cache as soon as it is got (kept if a later check fails)."""
-    from .solvers import solver_for
+    from .solvers import backend_settings, solver_for
     from .tasks.build import build_task
 
     validate(cfg)
@@ -104,10 +104,7 @@ def prepare(cfg: DictConfig, handle: RunHandle | None = None) -> Experiment:
         lm, hit = get_model(cfg.model)
         if handle is not None:
             handle.model_cache_hit = hit
-        if cfg.backend.get("kv_bits") is not None:  # a quantization the model cannot take fails here
-            from .backend.snapshot import check_kv_quantization
-
-            check_kv_quantization(lm, int(cfg.backend.kv_bits), int(cfg.backend.get("kv_group_size", 64)))
+        lm.check_backend(**backend_settings(cfg))  # e.g. a quantization the model cannot take
     return Experiment(cfg, method, task, reward, samples, lm, hit,
                       None if answer is None else str(answer), solver_for(method))
 

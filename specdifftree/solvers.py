@@ -23,6 +23,13 @@ from .rollouts import Recorder
 from .search.base import Budget, RewardOracle
 
 
+def backend_settings(cfg) -> dict:
+    """The keys of ``cfg.backend``: the model handle's session settings."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg.backend, resolve=True) if cfg.get("backend") else {}
+
+
 @dataclass
 class Outcome:
     """What a method produced for one sample.
@@ -72,17 +79,10 @@ class ModelSolver:
     records_samples = True
 
     def solve(self, exp, s, index: int, ctx, sample_rows: list | None) -> Outcome:
-        from .backend.snapshot import open_session
-
         cfg, task, method, lm = exp.cfg, exp.task, exp.method, exp.lm
         prompt = task.prompt(s, lm)
         max_new = int(cfg.max_new_tokens or task.max_new_tokens(s, lm))
-        session = open_session(lm, list(prompt.tokens), max_new_tokens=max_new,
-                               logprob_cache_mb=float(cfg.backend.logprob_cache_mb),
-                               kv_cache_mb=float(cfg.backend.get("kv_cache_mb", 1024)),
-                               kv_bits=cfg.backend.get("kv_bits"),
-                               kv_group_size=int(cfg.backend.get("kv_group_size", 64)),
-                               quantized_kv_start=int(cfg.backend.get("quantized_kv_start", 5000)))
+        session = lm.session(list(prompt.tokens), max_new_tokens=max_new, **backend_settings(cfg))
 
         def reward_fn(seqs):
             texts = [lm.decode(q) for q in seqs]
@@ -110,8 +110,7 @@ class ModelSolver:
         st = session.stats
         # how the Session reused work: prefix KV segments, or whole-cache snapshots (non-KVCache
         # models) where tokens fed a second time are counted in recomputed_tokens
-        fields.update(cache_mode=getattr(st, "cache_mode", "prefix_kv"),
-                      recomputed_tokens=getattr(st, "recomputed_tokens", None))
+        fields.update(cache_mode=st.cache_mode, recomputed_tokens=st.recomputed_tokens)
         plain = st.plain_logprob_sum / st.plain_tokens if st.plain_tokens else None
         if plain is not None:
             fields.update(plain_mean_logprob=plain,

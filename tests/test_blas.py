@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from specdifftree import blas
+from specdifftree.backend.mlx import blas
 
 linux_only = pytest.mark.skipif(platform.system() != "Linux", reason="the preload is Linux-only")
 
@@ -19,7 +19,7 @@ def test_openblas_is_installed():
 
 @linux_only
 def test_entry_point_reexecs_with_openblas():
-    code = ("import sys; sys.argv=['x']; from specdifftree import blas; blas.ensure_fast_blas(); "
+    code = ("import sys; sys.argv=['x']; from specdifftree.backend.mlx import blas; blas.ensure_fast_blas(); "
             "import mlx.core as mx; mx.eval(mx.ones((4,4)) @ mx.ones((4,4))); print(blas.blas_in_use())")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", blas.OPT_OUT_ENV)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -29,7 +29,7 @@ def test_entry_point_reexecs_with_openblas():
 
 @linux_only
 def test_opt_out_keeps_reference_blas():
-    code = ("from specdifftree import blas; blas.ensure_fast_blas(); import mlx.core as mx; "
+    code = ("from specdifftree.backend.mlx import blas; blas.ensure_fast_blas(); import mlx.core as mx; "
             "print(blas.blas_in_use())")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     env[blas.OPT_OUT_ENV] = "1"
@@ -40,7 +40,7 @@ def test_opt_out_keeps_reference_blas():
 
 @linux_only
 def test_this_test_process_runs_with_openblas():
-    """`make test` runs pytest through `python -m specdifftree.blas exec`."""
+    """`make test` runs pytest through `python -m specdifftree.backend.mlx.blas exec`."""
     import mlx.core as mx
 
     mx.eval(mx.ones((2, 2)) @ mx.ones((2, 2)))

@@ -28,7 +28,7 @@ def hf_tok(llama3_tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def lm(llama3_model_dirs):
-    from specdifftree.backend.loader import load
+    from specdifftree.backend.mlx.loader import load
 
     return load(OmegaConf.create({"path": str(llama3_model_dirs["llama"]), "name": "llama3tok",
                                   "dtype": "float32", "instruct": True}))
@@ -48,7 +48,7 @@ def real_series():
 def test_conversion_matches_the_package_tests(llama3_tokenizer_dir, hf_tok):
     """What transformers (hence mlx_lm.load) reads back reproduces every encoding and decoding the
     npm package checks in its own runTests."""
-    from specdifftree.backend.llama3_tokenizer import check_cases
+    from specdifftree.backend.mlx.llama3_tokenizer import check_cases
 
     cases = json.loads((llama3_tokenizer_dir / "checked_cases.json").read_text())
     assert sum(c["op"] == "encode" for c in cases) >= 20 and len(cases) >= 40
@@ -219,8 +219,8 @@ def test_eot_ends_a_rollout(llama3_model_dirs, tmp_path):
     """<|eot_id|> stops generation: a copy of the random model whose <|eot_id|> embedding is the
     scaled embedding of " " (so after a space the model prefers <|eot_id|>) ends every rollout
     from the prompt with EOS."""
-    from specdifftree.backend.loader import load
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.loader import load
+    from specdifftree.backend.mlx.session import Session
 
     dst = eot_model(llama3_model_dirs["llama"], tmp_path / "eot-model", 3.0)
     lm_eot = load(OmegaConf.create({"path": str(dst), "dtype": "float32"}))
@@ -263,8 +263,8 @@ def test_cli_eot_stops_greedy_and_dts(llama3_model_dirs, tmp_path):
     space (p = 0.87 at scale 6): greedy stops at once with an empty, well-formed row; DTS's
     rollouts end either at <|eot_id|> (short, no special-token text) or at max_new_tokens, and
     every recorded rollout and result row is well-formed."""
-    from specdifftree.backend.loader import load
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.loader import load
+    from specdifftree.backend.mlx.session import Session
 
     model = eot_model(llama3_model_dirs["llama"], tmp_path / "eot-model", 6.0)
     lm = load(OmegaConf.create({"path": str(model), "dtype": "float32"}))

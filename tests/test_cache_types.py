@@ -19,7 +19,7 @@ METHODS = ",".join(search_methods())
 
 @pytest.fixture(scope="module")
 def lms(llama3_model_dirs):
-    from specdifftree.backend.loader import load
+    from specdifftree.backend.mlx.loader import load
 
     return {a: load(OmegaConf.create({"path": str(llama3_model_dirs[a]), "dtype": "float32"}))
             for a in ARCHS}
@@ -39,7 +39,7 @@ def _full_logprobs(lm, tokens, start=0):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_cache_types_and_session_choice(lms, arch):
-    from specdifftree.backend.snapshot import SnapshotSession, cache_types, open_session
+    from specdifftree.backend.mlx.snapshot import SnapshotSession, cache_types, open_session
 
     kinds = set(cache_types(lms[arch]))
     assert kinds == ({"RotatingKVCache", "KVCache"} if arch == "gemma3_text" else {"ArraysCache"})
@@ -52,7 +52,7 @@ def test_snapshot_session_is_exact(lms, arch):
     """Batched rollouts from several prefixes and log-prob queries equal one full forward pass
     over prompt + continuation (the prompt is longer than Gemma's 64-token window, so the
     rotating cache has wrapped)."""
-    from specdifftree.backend.snapshot import SnapshotSession
+    from specdifftree.backend.mlx.snapshot import SnapshotSession
 
     lm = lms[arch]
     prompt = _prompt(lm)
@@ -72,7 +72,7 @@ def test_snapshot_session_is_exact(lms, arch):
 def test_snapshots_are_reused_and_recomputation_is_counted(lms):
     """A continuation of a queried prefix feeds only its new tokens; without snapshots
     (kv_cache_mb=0) the same requests recompute from the prompt, give the same numbers and say so."""
-    from specdifftree.backend.snapshot import SnapshotSession
+    from specdifftree.backend.mlx.snapshot import SnapshotSession
 
     lm = lms["mamba"]
     prompt = _prompt(lm)
@@ -119,7 +119,7 @@ def test_every_method_through_the_cli(llama3_model_dirs, tmp_path, arch):
 
 
 def test_topk_matches_the_logprobs(lms):
-    from specdifftree.backend.snapshot import SnapshotSession
+    from specdifftree.backend.mlx.snapshot import SnapshotSession
 
     s = SnapshotSession(lms["mamba"], _prompt(lms["mamba"]))
     ids, vals = s.topk([(), (16,)], 5)
@@ -145,7 +145,7 @@ def test_quantized_kv_cache_matches_mlx_lm_generate_step(tiny_lm, bits, start):
     mlx-lm's generate_step with the same settings: greedy rollouts (one row, and several rows
     decoded together), and log-prob queries whose prefix is fed in one request across the point
     where the cache becomes quantized ("mid": 5 tokens after the prompt)."""
-    from specdifftree.backend.snapshot import SnapshotSession, open_session
+    from specdifftree.backend.mlx.snapshot import SnapshotSession, open_session
 
     lm, T = tiny_lm, 16
     prompt = _prompt(lm, 12)
@@ -201,7 +201,7 @@ def test_quantized_kv_cache_through_the_cli(tmp_path):
 def test_kv_quantization_of_other_cache_types(lms):
     """As in mlx-lm: Mamba's ArraysCache is not quantized (the log-probs stay those of the plain
     session); Gemma 3's RotatingKVCache cannot be, which is one ConfigError line up front."""
-    from specdifftree.backend.snapshot import SnapshotSession, check_kv_quantization
+    from specdifftree.backend.mlx.snapshot import SnapshotSession, check_kv_quantization
     from specdifftree.errors import ConfigError
 
     lm = lms["mamba"]

@@ -145,12 +145,12 @@ _MATMUL = ("import time, mlx.core as mx; a = mx.random.normal((512, 512)); mx.ev
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the preload is Linux-only")
 def test_python_api_import_loads_the_fast_blas_for_mlx():
-    from specdifftree import blas
+    from specdifftree.backend.mlx import blas
 
     if not blas.find_openblas():
         pytest.skip("no OpenBLAS on this machine (make setup prints how to install it)")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", blas.OPT_OUT_ENV)}
-    code = ("import specdifftree; from specdifftree.blas import blas_in_use; " + _MATMUL
+    code = ("import specdifftree; from specdifftree.backend.mlx.blas import blas_in_use; " + _MATMUL
             + "; print(blas_in_use())")
     fast = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)

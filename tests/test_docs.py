@@ -7,7 +7,7 @@ one is a marker:
 * ``<!-- test -->``: the block runs, offline, as a user would type it: bash with ``set -e``, the
   venv's ``bin`` first on PATH, in a fresh folder that has the checkout's Makefile and .venv, so
   ``make run``/``make report`` and relative output paths work unchanged. A ```python block marked
-  ``<!-- test -->`` whose first line is ``# <name>.py`` is a file: it is written into that folder
+  ``<!-- test -->`` whose first line is ``# <name>.py`` (or ``# <folder>/<name>.py``) is a file: it is written into that folder
   (which is on PYTHONPATH) for the later blocks of the same document.
 * ``<!-- check: <reason> -->``: the block is not run in full (the reason says why: hours of
   compute, network, a GPU, files of one's own); each of its commands is checked instead:
@@ -45,7 +45,7 @@ COMMAND_LINE = re.compile(r"^\s*(?:nice\s+)?(?:specdifftree|python3?|\S*/python3
                           r"(?:\s|$)")
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
 PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>|(?<![\w/])/?path/to/|/models/|(?:^|\s)\.\.\.(?:\s|$)")
-FILE_BLOCK = re.compile(r"^#\s*(\w+\.py)\b")
+FILE_BLOCK = re.compile(r"^#\s*((?:\w+/)*\w+\.py)\b")
 
 
 @dataclass
@@ -165,6 +165,7 @@ def test_documented_commands_run(tmp_path, block):
         m = FILE_BLOCK.match(b.body)
         if m and b.doc == block.doc and b.line < block.line and b.marker == "test" \
                 and b.lang == "python":
+            (work / m.group(1)).parent.mkdir(parents=True, exist_ok=True)
             (work / m.group(1)).write_text(b.body)
     out = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.body], cwd=work,
                          env=_env(work), capture_output=True, text=True, timeout=300)
@@ -342,10 +343,10 @@ def check_command(argv: list[str], work: Path) -> str | None:
     """None when the command checks out, else one line saying what is wrong."""
     if argv[:1] == ["nice"]:
         argv = argv[1:]
-    if len(argv) > 4 and _is_python(argv[0]) and argv[1:5] == ["-m", "specdifftree.blas", "exec", "--"]:
-        out = _run([sys.executable, "-m", "specdifftree.blas", "exec", "--", "true"], work)
+    if len(argv) > 4 and _is_python(argv[0]) and argv[1:5] == ["-m", "specdifftree.backend.mlx.blas", "exec", "--"]:
+        out = _run([sys.executable, "-m", "specdifftree.backend.mlx.blas", "exec", "--", "true"], work)
         if out.returncode != 0:
-            return f"python -m specdifftree.blas exec -- true: exit {out.returncode}"
+            return f"python -m specdifftree.backend.mlx.blas exec -- true: exit {out.returncode}"
         argv = argv[5:]
     if argv[:1] == ["specdifftree"]:
         return check_specdifftree(argv[1:], work)
@@ -396,7 +397,7 @@ def test_check_blocks_compose_and_parse(tmp_path, block):
     ("specdifftree method=greedy method.no_such_key=1", "no_such_key"),
     ("python -m specdifftree +sweep=smoke --multirun budget.token=5", "budget.token"),
     ("python experiments/bench_perf.py --shape llama-1b --no-such-flag", "rejects"),
-    ("python -m specdifftree.blas exec -- python experiments/bench_methods.py --serie 2", "rejects"),
+    ("python -m specdifftree.backend.mlx.blas exec -- python experiments/bench_methods.py --serie 2", "rejects"),
     ("make no_such_target", "no_such_target"),
     ("pip install -e '.[test,no_such_extra]'", "no_such_extra"),
     ("python -m specdifftree.report a b", "report"),

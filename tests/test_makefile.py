@@ -93,7 +93,7 @@ def test_present_openblas_needs_nothing(tmp_path, how):
 
 def test_setup_finishes_when_the_blas_check_fails(tmp_path):
     """The whole setup recipe without root: the blas line, the Python install, and a failing
-    `specdifftree.blas check` (no OpenBLAS) that does not make `make setup` fail."""
+    `specdifftree.backend.mlx.blas check` (no OpenBLAS) that does not make `make setup` fail."""
     path, _ = _bin(tmp_path)
     venv = tmp_path / "venv"
     log = tmp_path / "python.log"
@@ -103,7 +103,7 @@ def test_setup_finishes_when_the_blas_check_fails(tmp_path):
         #!/bin/sh
         echo "$*" >> {log}
         if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin"; ln -sf {fake_python} "$3/bin/python"; fi
-        if [ "$2" = "specdifftree.blas" ]; then echo "BLAS: no OpenBLAS found" >&2; exit 1; fi
+        if [ "$2" = "specdifftree.backend.mlx.blas" ]; then echo "BLAS: no OpenBLAS found" >&2; exit 1; fi
         exit 0
         """))
     fake_python.chmod(0o755)
@@ -112,4 +112,4 @@ def test_setup_finishes_when_the_blas_check_fails(tmp_path):
     assert out.stdout.startswith("OpenBLAS: not found, and no root or sudo")
     ran = log.read_text().splitlines()
     assert ran[0] == f"-m venv {venv}" and any("install -q -e .[test]" in r for r in ran)
-    assert ran[-1] == "-m specdifftree.blas check"
+    assert ran[-1] == "-m specdifftree.backend.mlx.blas check"

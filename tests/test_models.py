@@ -31,7 +31,7 @@ def test_presets_compose_with_hub_ids_and_instruct_flags():
 def test_hub_preset_offline_fails_with_the_clear_message(name, monkeypatch):
     import huggingface_hub.constants as hc
 
-    from specdifftree.backend.loader import load
+    from specdifftree.backend.mlx.loader import load
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
@@ -84,8 +84,8 @@ def _write_adapter(model_dir: Path, out: Path, seed: int = 1) -> Path:
 
 
 def test_adapter_path_is_applied_and_checked(tmp_path):
-    from specdifftree.backend.loader import load
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.loader import load
+    from specdifftree.backend.mlx.session import Session
 
     base_cfg = {"builtin": "tiny_random", "dtype": "float32"}
     base = load(OmegaConf.create(base_cfg))

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from specdifftree.backend.session import Session
-from specdifftree.backend.sampling import sample, step_keys, truncate
+from specdifftree.backend.mlx.session import Session
+from specdifftree.backend.mlx.sampling import sample, step_keys, truncate
 
 
 def chi2_z(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:

@@ -6,7 +6,7 @@ import pytest
 from specdifftree.search import build
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.stats import total_variation
-from specdifftree.search.toy import TableLM, TableSession, enumerate_sequences, exact_target
+from toy_session import TableLM, TableSession, enumerate_sequences, exact_target
 from specdifftree.search.tree import sample_from_tree, tree_distribution
 
 # 3 ordinary tokens + EOS, at most 5 tokens: 364 complete continuations

@@ -13,7 +13,7 @@ from specdifftree.search import build
 from specdifftree.rewards.base import RewardBatch
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.stats import total_variation
-from specdifftree.search.toy import (TableLM, TableSession, enumerate_sequences, exact_target,
+from toy_session import (TableLM, TableSession, enumerate_sequences, exact_target,
                                      table_reward)
 from specdifftree.search.tree import tree_distribution
 
@@ -283,8 +283,8 @@ def test_dts_reaches_pi_through_the_real_session():
     of the first token only, so the answer's first-token law is comparable with the exact
     π(a) ∝ p_θ(a)·exp(λ·r(a)) from the Session's own log-probs. The default dts gets there; a
     cap of 4 children cannot."""
-    from specdifftree.backend.loader import load
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.loader import load
+    from specdifftree.backend.mlx.session import Session
 
     lm = load(OmegaConf.create({"builtin": "tiny_random", "dtype": "float32"}))
     prompt = lm.encode("12.50, 13.75, 11.00, " * 2)
@@ -322,8 +322,8 @@ def _mlx_table_model(vocab: int, eos: int, seed: int):
     import mlx.core as mx
     from mlx_lm.models import llama
 
-    from specdifftree.backend.loader import LoadedModel
-    from specdifftree.backend.tiny import llama_config
+    from specdifftree.backend.mlx.loader import LoadedModel
+    from specdifftree.backend.mlx.tiny import llama_config
 
     mx.random.seed(seed)
     cfg = llama_config({"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
@@ -337,7 +337,7 @@ def _mlx_table_model(vocab: int, eos: int, seed: int):
 def _session_law(lm, prompt, D):
     """Every complete continuation of length ≤ D and its log p_θ, from the Session's own
     log-probs (float32 logits, as the searches see them)."""
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.session import Session
 
     s = Session(lm, prompt)
     seqs, logps, frontier = [], [], [((), 0.0)]
@@ -366,7 +366,7 @@ def test_dts_and_sir_reach_pi_through_the_real_mlx_session():
     law of the whole returned sequence of dts (default config) and sir is within 0.03 of π
     beyond an exact sampler's noise with the same draws; dts capped at 2 children is clearly
     not."""
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.session import Session
 
     lm = _mlx_table_model(4, 3, seed=0)
     prompt, D, lam, n = [0, 1, 2, 1, 0], 4, 2.0, 150

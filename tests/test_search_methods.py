@@ -12,7 +12,7 @@ from specdifftree.rewards.base import DEFAULT_FAILURE_REWARD
 from specdifftree.search import build, search_methods
 from specdifftree.search.build import instantiate_method, settings
 from specdifftree.search.base import Budget, RewardOracle
-from specdifftree.search.toy import TableLM, TableSession, enumerate_sequences, exact_target, soft_value
+from toy_session import TableLM, TableSession, enumerate_sequences, exact_target, soft_value
 from specdifftree.search.stats import total_variation
 from specdifftree.search.tree import tree_distribution
 

@@ -13,7 +13,7 @@ from specdifftree.runner import execute, prepare
 from specdifftree.search import build
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.stats import total_variation
-from specdifftree.search.toy import (TableLM, TableSession, enumerate_sequences, exact_target,
+from toy_session import (TableLM, TableSession, enumerate_sequences, exact_target,
                                      table_reward)
 from specdifftree.search.tree import tree_distribution
 

@@ -9,12 +9,12 @@ from specdifftree.search import build, search_methods
 from specdifftree.search.build import settings
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.numerics import logsumexp
-from specdifftree.search.toy import TableLM, TableSession
+from toy_session import TableLM, TableSession
 
 
 @pytest.fixture(scope="module")
 def lm():
-    from specdifftree.backend.loader import load
+    from specdifftree.backend.mlx.loader import load
 
     return load(OmegaConf.create({"builtin": "tiny_random", "dtype": "float32"}))
 
@@ -37,7 +37,7 @@ def digit_reward(lm):
 
 @pytest.mark.parametrize("name", search_methods())
 def test_every_method_runs_on_the_session(lm, prompt, name):
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.session import Session
 
     s = Session(lm, prompt)
     D, extra = 10, 120
@@ -55,7 +55,7 @@ def test_every_method_runs_on_the_session(lm, prompt, name):
 def test_table_session_counts_like_the_session(lm, prompt):
     """Replay the same calls on a Session and on a TableSession whose table is the model's own
     next-token distribution: same tokens sampled, same tokens_processed, same model_calls."""
-    from specdifftree.backend.session import Session
+    from specdifftree.backend.mlx.session import Session
 
     oracle = Session(lm, prompt)
 

@@ -10,7 +10,7 @@ from specdifftree.rewards.base import DEFAULT_FAILURE_REWARD, RewardBatch, Rewar
 from specdifftree.search import build
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.stats import build_result
-from specdifftree.search.toy import TableLM, TableSession
+from toy_session import TableLM, TableSession
 from specdifftree.search.tree import Tree
 
 EOS = 3

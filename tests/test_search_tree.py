@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from specdifftree.search.stats import distinct_samples, ngram_diversity, total_variation
-from specdifftree.search.toy import (TableLM, TableSession, enumerate_sequences, exact_target,
+from toy_session import (TableLM, TableSession, enumerate_sequences, exact_target,
                                      soft_value)
 from specdifftree.search.tree import Tree, log_rest_mass, tail_mass, tree_distribution
 

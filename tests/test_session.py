@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from specdifftree.backend.loader import load, resolve_path
-from specdifftree.backend.session import Session
+from specdifftree.backend.mlx.loader import load, resolve_path
+from specdifftree.backend.mlx.session import Session
 from specdifftree.errors import BackendError, ModelError
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specdifftree.backend.embedded import embedded_model_folder
-from specdifftree.backend.session import Session
+from specdifftree.backend.mlx.embedded import embedded_model_folder
+from specdifftree.backend.mlx.session import Session
 from specdifftree.tasks.forecasting import ForecastTask
 from specdifftree.tasks.serialize import Serializer
 from specdifftree.tasks.series import Series
@@ -24,7 +24,7 @@ import train_tiny_tslm as tt  # noqa: E402
 
 @pytest.fixture(scope="module")
 def lm():
-    from specdifftree.backend.loader import load
+    from specdifftree.backend.mlx.loader import load
 
     return load({"builtin": "tiny_tslm", "name": "tiny_tslm", "dtype": "float32"})
 
@@ -80,7 +80,7 @@ def test_loads_through_mlx_lm_in_under_2s():
 def test_builtin_config_resolves_to_the_shipped_folder():
     from omegaconf import OmegaConf
 
-    from specdifftree.backend.loader import resolve_path
+    from specdifftree.backend.mlx.loader import resolve_path
 
     cfg = OmegaConf.load(REPO / "specdifftree" / "conf" / "model" / "tiny_tslm.yaml")
     assert cfg.builtin == "tiny_tslm" and cfg.dtype == "float32"

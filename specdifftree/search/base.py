@@ -1,6 +1,6 @@
 """The protocol every search method follows.
 
-A method gets a Session (model access, see :mod:`specdifftree.backend.session`), a batched reward
+A method gets a Session (model access, the :class:`~specdifftree.backend.base.Session` protocol), a batched reward
 oracle over complete continuations, a :class:`Budget` and a numpy ``Generator``; it returns a
 :class:`SearchResult`. Methods are stateless between samples and never call the model directly.
 """
@@ -11,33 +11,15 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from ..backend.base import Session
 from ..errors import ConfigError
 from ..rewards.base import RewardBatch, RewardDiagnostics
 
 Tokens = tuple[int, ...]
-
-
-class SessionLike(Protocol):
-    """What a search method may use (the real Session and the toy table-LM both provide it)."""
-
-    eos_ids: frozenset[int]
-    vocab_size: int
-
-    @property
-    def tokens_processed(self) -> int: ...
-
-    @property
-    def model_calls(self) -> int: ...
-
-    def logprobs(self, prefixes: Sequence[Sequence[int]]) -> np.ndarray: ...
-
-    def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
-                temperature: float = 1.0, rng: np.random.Generator | None = None,
-                top_k: int = 0, top_p: float = 1.0) -> list: ...
 
 
 @dataclass
@@ -153,7 +135,7 @@ class Meter:
     every method has an answer), even when the prompt alone used up the token budget.
     """
 
-    def __init__(self, budget: Budget, session: SessionLike):
+    def __init__(self, budget: Budget, session: Session):
         if budget.max_new_tokens is None or int(budget.max_new_tokens) < 1:
             raise ConfigError(f"max_new_tokens={budget.max_new_tokens!r}: must be a positive integer")
         self.session = session
@@ -222,6 +204,6 @@ class Method(ABC):
     needs_model: bool = True
 
     @abstractmethod
-    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def search(self, session: Session, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         ...

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
+from ..backend.base import Session
+from .base import (Budget, Meter, Method, RewardOracle, SearchResult, check_positive)
 from .numerics import topk_next
 from .stats import build_result
 from .tree import Tree
@@ -36,7 +37,7 @@ class Beam(Method):
         self.k = check_positive("expansion_k", 0 if expansion_k is None else expansion_k,
                                 integer=True, allow_zero=True, note=" (0 or null = no cap)")
 
-    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def search(self, session: Session, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         meter = Meter(budget, session)
         k = self.k or int(session.vocab_size)

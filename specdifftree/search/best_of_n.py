@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_positive)
+from ..backend.base import Session
+from .base import (Budget, Meter, Method, RewardOracle, SearchResult, check_positive)
 from .stats import build_result
 from .tree import Tree
 
@@ -27,7 +28,7 @@ class BestOfN(Method):
                                                   allow_zero=True)
         self.parallel_rollouts = check_positive("parallel_rollouts", parallel_rollouts, integer=True)
 
-    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def search(self, session: Session, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         meter = Meter(budget, session)
         tree = Tree(meter.depth, session.eos_ids)

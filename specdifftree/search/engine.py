@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError
-from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_choice,
+from ..backend.base import Session
+from .base import (Budget, Meter, Method, RewardOracle, SearchResult, check_choice,
                    check_positive)
 from .numerics import minmax_normalise
 from .stats import build_result
@@ -38,7 +39,7 @@ from .tree import Tree, sample_from_tree
 class Run:
     """The state of one search (methods are stateless between samples)."""
 
-    session: SessionLike
+    session: Session
     reward: RewardOracle
     rng: np.random.Generator
     tree: Tree
@@ -141,11 +142,11 @@ class TreeSearch(Method):
         return ends
 
     # ------------------------------------------------------------------ the loop
-    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def search(self, session: Session, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         return self._result(self.run(session, reward, budget, rng))
 
-    def run(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def run(self, session: Session, reward: RewardOracle, budget: Budget,
             rng: np.random.Generator, after_step=None) -> Run:
         """The search loop; returns its final state (the tree) without building a result.
 

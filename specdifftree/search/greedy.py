@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Budget, Meter, Method, RewardOracle, SearchResult, SessionLike
+from ..backend.base import Session
+from .base import Budget, Meter, Method, RewardOracle, SearchResult
 from .stats import build_result
 from .tree import Tree
 
@@ -15,7 +16,7 @@ from .tree import Tree
 class Greedy(Method):
     name = "greedy"
 
-    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def search(self, session: Session, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         meter = Meter(budget, session)
         (ro,) = session.rollout([()], meter.depth, temperature=0.0, rng=rng)

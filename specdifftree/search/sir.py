@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_choice,
+from ..backend.base import Session
+from .base import (Budget, Meter, Method, RewardOracle, SearchResult, check_choice,
                    check_positive)
 from .numerics import gumbel_argmax
 from .stats import build_result
 from .tree import Tree
 
 
-def sample_rollouts(session: SessionLike, reward: RewardOracle, meter: Meter, parallel: int,
+def sample_rollouts(session: Session, reward: RewardOracle, meter: Meter, parallel: int,
                     temperature: float, rng: np.random.Generator):
     """Independent rollouts from the empty prefix until the meter stops them.
 
@@ -62,7 +63,7 @@ class SIR(Method):
     def log_weights(lam: float, rewards: np.ndarray, failed: np.ndarray) -> np.ndarray:
         return np.where(failed, -np.inf, lam * rewards)
 
-    def answer_law(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def answer_law(self, session: Session, reward: RewardOracle, budget: Budget,
                    rng: np.random.Generator) -> dict[tuple[int, ...], float]:
         """The exact law of the answer given the N rollouts of one search (tests, benchmarks)."""
         from .dts import weights_law
@@ -72,7 +73,7 @@ class SIR(Method):
                                                       self.parallel_rollouts, 1.0, rng)
         return weights_law(seqs, self.log_weights(self.lam, rewards, failed))
 
-    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def search(self, session: Session, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         meter = Meter(budget, session)
         seqs, logps, rewards, failed, tree = sample_rollouts(

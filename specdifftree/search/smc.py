@@ -42,7 +42,8 @@ import math
 
 import numpy as np
 
-from .base import (Budget, Meter, Method, RewardOracle, SearchResult, SessionLike, check_choice,
+from ..backend.base import Session
+from .base import (Budget, Meter, Method, RewardOracle, SearchResult, check_choice,
                    check_positive)
 from .numerics import gumbel_argmax, logsumexp
 from .stats import build_result
@@ -86,7 +87,7 @@ class SMC(Method):
             k = kt if k is None else min(k, kt)
         return int(k), int(bs), potential
 
-    def run_filter(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def run_filter(self, session: Session, reward: RewardOracle, budget: Budget,
                    rng: np.random.Generator) -> dict:
         """Run the filter; returns its final particles, weights and bookkeeping."""
         meter = Meter(budget, session)
@@ -171,7 +172,7 @@ class SMC(Method):
         f = self.run_filter(session, reward, budget, rng)
         return weights_law(f["parts"], f["logw"])
 
-    def search(self, session: SessionLike, reward: RewardOracle, budget: Budget,
+    def search(self, session: Session, reward: RewardOracle, budget: Budget,
                rng: np.random.Generator) -> SearchResult:
         f = self.run_filter(session, reward, budget, rng)
         parts, logw = f["parts"], f["logw"]

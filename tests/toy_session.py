@@ -1,10 +1,11 @@
-"""A toy table language model behind the Session interface, for tests and small experiments.
+"""Test double (not part of the package): a toy table language model behind the
+:class:`specdifftree.backend.base.Session` protocol, for tests and small experiments.
 
 :class:`TableLM` gives next-token log-probabilities for any prefix, from a function or a seeded
 random table (a Dirichlet draw per prefix, derived from the prefix itself, so the table is
 infinite, lazy and reproducible). :class:`TableSession` answers ``logprobs`` and ``rollout``
-exactly like :class:`specdifftree.backend.session.Session` — same sampling code
-(:func:`specdifftree.backend.sampling.decode`, same random stream), same caching and the same
+exactly like :class:`specdifftree.backend.mlx.session.Session` — same sampling code
+(:func:`specdifftree.backend.mlx.sampling.decode`, same random stream), same caching and the same
 token accounting:
 
 - the prompt is prefilled once at construction (``prompt_tokens`` tokens, one model call);
@@ -27,8 +28,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..backend.sampling import decode
-from .numerics import logsumexp
+from specdifftree.backend.base import Rollout, SessionStats
+from specdifftree.backend.mlx.sampling import decode
+from specdifftree.search.numerics import logsumexp
 
 Prefix = tuple[int, ...]
 
@@ -89,7 +91,7 @@ class TableLM:
 
 def numpy_decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, temperature: float,
                  rng: np.random.Generator, top_k: int = 0, top_p: float = 1.0):
-    """:func:`specdifftree.backend.sampling.decode` on the host: the same loop, rows and
+    """:func:`specdifftree.backend.mlx.sampling.decode` on the host: the same loop, rows and
     ``advance`` protocol (so the same token accounting), with tokens drawn by Gumbel-max in numpy
     float64 from ``rng`` itself (no MLX; a different random stream, the same law). Temperature 0
     is the argmax (ties: lowest id). No top-k / top-p truncation."""
@@ -119,19 +121,22 @@ class TableSession:
         self.lm = lm
         self.eos_ids = lm.eos_ids
         self.vocab_size = lm.vocab_size
-        self.prompt_tokens = int(prompt_tokens)
-        self._tokens = self.prompt_tokens
-        self._calls = 1
+        self.stats = SessionStats(model_calls=1, tokens_processed=int(prompt_tokens),
+                                  prompt_tokens=int(prompt_tokens), cache_mode="table")
         self._lp: dict[Prefix, np.ndarray] = {(): lm(())}
         self._covered: set[Prefix] = set()  # prefixes whose KV the Session would hold
 
     @property
     def tokens_processed(self) -> int:
-        return self._tokens
+        return self.stats.tokens_processed
 
     @property
     def model_calls(self) -> int:
-        return self._calls
+        return self.stats.model_calls
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.stats.prompt_tokens
 
     def decode(self, tokens: Sequence[int]) -> str:
         return " ".join(str(int(t)) for t in tokens)
@@ -161,8 +166,8 @@ class TableSession:
     def _feed_group(self, prefixes: list[Prefix], m: int) -> None:
         """Feed the missing m tokens of each prefix in one call (rows share d and m)."""
         if m:
-            self._tokens += m * len(prefixes)
-            self._calls += 1
+            self.stats.tokens_processed += m * len(prefixes)
+            self.stats.model_calls += 1
         for p in prefixes:
             self._lp.setdefault(p, self.lm(p))
             self._cover(p)
@@ -178,11 +183,28 @@ class TableSession:
             self._feed_group(rows, m)
         return np.stack([self._lp[p] for p in ps])
 
+    def topk(self, prefixes: Sequence[Sequence[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most likely next tokens after each prefix, largest first (ties: lower id), from
+        the full rows of :meth:`logprobs` (same accounting)."""
+        B, k = len(prefixes), max(0, min(int(k), self.vocab_size))
+        if B == 0 or k == 0:
+            return np.zeros((B, 0), dtype=np.int64), np.zeros((B, 0))
+        lp = self.logprobs(prefixes)
+        ids = np.stack([np.lexsort((np.arange(row.size), -row))[:k] for row in lp]).astype(np.int64)
+        return ids, np.take_along_axis(lp, ids, axis=-1)
+
+    def sequence_logprob(self, tokens: Sequence[int]) -> tuple[float, int]:
+        """log p_θ(tokens) from the table; the tokens whose rows were never fed count in
+        ``stats.eval_tokens`` (as the model Session scores them with one extra pass)."""
+        toks = tuple(int(t) for t in tokens)
+        if all(toks[:i] in self._lp for i in range(len(toks))):
+            return float(sum(self._lp[toks[:i]][t] for i, t in enumerate(toks))), 0
+        self.stats.eval_tokens += max(0, len(toks) - 1)
+        return float(sum(self.lm(toks[:i])[t] for i, t in enumerate(toks))), max(0, len(toks) - 1)
+
     def rollout(self, prefixes: Sequence[Sequence[int]], max_new_tokens: int, *,
                 temperature: float = 1.0, rng: np.random.Generator | None = None,
                 top_k: int = 0, top_p: float = 1.0) -> list:
-        from ..backend.session import Rollout
-
         if rng is None:
             if temperature > 0:
                 raise ValueError("sampling with temperature > 0 needs an rng")
@@ -204,8 +226,8 @@ class TableSession:
                 self._cover(prefixes[active[r]] + tuple(seqs[active[r]][:-1]))
             if not keep_rows:
                 return None
-            self._tokens += len(keep_rows)
-            self._calls += 1
+            self.stats.tokens_processed += len(keep_rows)
+            self.stats.model_calls += 1
             rows = []
             for r in keep_rows:
                 p = prefixes[active[r]] + tuple(seqs[active[r]])

@@ -13,8 +13,8 @@ Python API: ``import specdifftree`` calls :func:`preload`, which loads OpenBLAS 
 process (``RTLD_GLOBAL``) before MLX is imported, so MLX binds its BLAS symbols to it as it would
 with ``LD_PRELOAD``. When MLX was imported first, it warns once with the fix.
 
-Command line: ``python -m specdifftree.blas check`` reports what is found;
-``python -m specdifftree.blas exec -- CMD ...`` runs CMD with the preload set.
+Command line: ``python -m specdifftree.backend.mlx.blas check`` reports what is found;
+``python -m specdifftree.backend.mlx.blas exec -- CMD ...`` runs CMD with the preload set.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _main(argv: list[str]) -> int:
         if cmd[:1] == ["--"]:
             cmd = cmd[1:]
         if not cmd:
-            print("usage: python -m specdifftree.blas exec -- CMD [ARGS...]", file=sys.stderr)
+            print("usage: python -m specdifftree.backend.mlx.blas exec -- CMD [ARGS...]", file=sys.stderr)
             return 2
         os.execvpe(cmd[0], cmd, env_with_preload())
     if argv[:1] in (["check"], []):
@@ -94,7 +94,7 @@ def _main(argv: list[str]) -> int:
             return 1
         print(f"BLAS: OpenBLAS found at {lib}; entry points preload it ({OPT_OUT_ENV}=1 to opt out)")
         return 0
-    print("usage: python -m specdifftree.blas [check | exec -- CMD ...]", file=sys.stderr)
+    print("usage: python -m specdifftree.backend.mlx.blas [check | exec -- CMD ...]", file=sys.stderr)
     return 2
 
 

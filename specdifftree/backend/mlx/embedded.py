@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 def embedded_model_folder() -> Path:
     """The folder of the shipped ``tiny_tslm`` model; ModelError when the install lacks it."""
-    folder = Path(__file__).resolve().parent.parent / "assets" / "tiny_tslm"
+    folder = Path(__file__).resolve().parents[2] / "assets" / "tiny_tslm"
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
         raise ModelError(f"the built-in model tiny_tslm is incomplete in {folder} (missing "

@@ -39,7 +39,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import BackendError
+from ...errors import BackendError
+from ..base import Rollout, SessionStats
 from .loader import LoadedModel
 from .sampling import decode
 
@@ -47,16 +48,8 @@ PREFILL_CHUNK = 2048
 
 
 @dataclass
-class SnapshotStats:
-    model_calls: int = 0
-    tokens_processed: int = 0
-    prompt_tokens: int = 0
-    eval_tokens: int = 0
-    model_time_s: float = 0.0
-    plain_logprob_sum: float = 0.0
-    plain_tokens: int = 0
-    speculative_tokens: int = 0  # (the snapshot session feeds no tokens ahead)
-    recomputed_tokens: int = 0  # tokens fed although this session had fed them before
+class SnapshotStats(SessionStats):
+    recomputed_tokens: int | None = 0  # tokens fed although this session had fed them before
     snapshots: int = 0
     cache_mode: str = "snapshot"
 
@@ -304,8 +297,6 @@ class SnapshotSession:
                 temperature: float = 1.0, rng: np.random.Generator | None = None,
                 top_k: int = 0, top_p: float = 1.0):
         """Generate from each prefix at once (one batched forward pass per step)."""
-        from .session import Rollout
-
         mx = self._mx
         if rng is None:
             if temperature > 0:
@@ -388,7 +379,7 @@ class SnapshotSession:
 def check_kv_quantization(lm: LoadedModel, kv_bits: int, kv_group_size: int) -> None:
     """Raise :class:`ConfigError` (one line) when ``lm``'s KV cache cannot be quantized so:
     one token is fed into a cache quantized from the start."""
-    from ..errors import ConfigError
+    from ...errors import ConfigError
 
     s = SnapshotSession.__new__(SnapshotSession)
     s.lm, s.kv_bits, s.kv_group_size, s.quantized_kv_start = lm, int(kv_bits), int(kv_group_size), 0

@@ -15,10 +15,10 @@ prefill one call per chunk of ``PREFILL_CHUNK`` tokens (its last token is fed on
 mlx-lm does, so that vocabulary-size logits are computed for that position only).
 
 Search code never touches the model: everything goes through this object, which is what lets the
-search library run on a toy table-LM in tests (:class:`specdifftree.search.toy.TableSession`).
+search library run on a toy table-LM in tests (the test double ``tests/toy_session.py``).
 
 Per-token work stays on the device. Next-token log-probs are computed, kept and sampled from as
-MLX arrays (:mod:`specdifftree.backend.sampling`); only the chosen token ids and their log-probs
+MLX arrays (:mod:`specdifftree.backend.mlx.sampling`); only the chosen token ids and their log-probs
 cross to the host during a rollout, and a full vocabulary-size vector is copied to the host only
 when search code asks for it (:meth:`Session.logprobs`) or for its top-k entries
 (:meth:`Session.topk`). The log-prob cache holds device rows (a reference to the batched step's
@@ -37,52 +37,20 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import BackendError
+from ...errors import BackendError
+from ..base import Rollout, SessionStats
 from .loader import LoadedModel
+from .kv_builder import build, gather_rows
 from .kvstore import PrefixKVStore
+from .logprob_cache import LogprobCache
 from .sampling import sample, step_keys
 
 
 PREFILL_CHUNK = 2048  # prompt tokens per forward pass during prefill
-
-
-@dataclass
-class Rollout:
-    """One generated continuation.
-
-    ``tokens`` are the new tokens after the starting prefix; ``logprobs[i]`` is
-    log p_θ(tokens[i] | prompt, prefix, tokens[:i]) at temperature 1 (the base model), whatever
-    temperature was used to sample. ``finished`` is True when the rollout ended with EOS.
-    """
-
-    prefix: tuple[int, ...]
-    tokens: list[int]
-    logprobs: list[float]
-    finished: bool
-
-    @property
-    def full(self) -> tuple[int, ...]:
-        return self.prefix + tuple(self.tokens)
-
-
-@dataclass
-class SessionStats:
-    model_calls: int = 0
-    tokens_processed: int = 0
-    prompt_tokens: int = 0
-    eval_tokens: int = 0
-    model_time_s: float = 0.0
-    plain_logprob_sum: float = 0.0  # over tokens of rollouts sampled from p_θ (temperature 1)
-    plain_tokens: int = 0
-    # tokens fed ahead by the pipelined decode loop for rows that then ended at EOS; their result
-    # is discarded (at most one per row and rollout) and they are not in ``tokens_processed``
-    speculative_tokens: int = 0
 
 
 class Session:
@@ -106,9 +74,9 @@ class Session:
         self.vocab_size = lm.vocab_size
         self.stats = SessionStats(prompt_tokens=len(self.prompt))
         per_entry = max(1, self.vocab_size * 4)  # float32 device rows
-        self._lp_cap = max(16, int(logprob_cache_mb * 2**20 / per_entry))
         # prefix -> (MLX (B, V) log-prob array of one forward pass, row)
-        self._lp: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
+        self._lp = LogprobCache(max(16, int(logprob_cache_mb * 2**20 / per_entry)))
+        self._remember, self._row = self._lp.remember, self._lp.row
         self._prompt_cache = make_prompt_cache(lm.model)
         self._check_cache_types(self._prompt_cache)
         self._kv = PrefixKVStore(int(kv_cache_mb * 2**20)) if kv_cache_mb > 0 else None
@@ -190,27 +158,6 @@ class Session:
         self.stats.model_time_s += time.perf_counter() - t0
         return out
 
-    def _remember(self, key: tuple[int, ...], arr, row: int) -> None:
-        self._lp[key] = (arr, row)
-        self._lp.move_to_end(key)
-        while len(self._lp) > self._lp_cap:
-            oldest = next(iter(self._lp))
-            if oldest == ():
-                self._lp.move_to_end(())
-                continue
-            self._lp.popitem(last=False)
-
-    def _row(self, key: tuple[int, ...]):
-        """The cached next-token log-prob row after ``key`` (MLX (V,)), or None."""
-        hit = self._lp.get(key)
-        if hit is None:
-            return None
-        arr, row = hit
-        if arr.shape[0] > 1:  # a row the search reads gets its own copy: it must not keep the
-            arr, row = self._mx.contiguous(arr[row : row + 1]), 0  # whole batch's array alive
-            self._lp[key] = (arr, row)
-        return arr[row]
-
     def _plan(self, prefix: tuple[int, ...]):
         """How to get prompt + ``prefix`` into a cache: ``(entry, d, lp)``.
 
@@ -227,44 +174,9 @@ class Session:
         return entry, d, (lp if d == len(prefix) else None)
 
     def _build(self, rows: list, room: int):
-        """A cache holding prompt + ``prefix[:d]`` for each ``(entry, d)`` row, plus ``room`` free
-        slots so the next ``room`` tokens are written in place.
-
-        One row gives a list of ``KVCache``; several give ``BatchKVCache`` (left-padded when the
-        rows' d differ). Rows with equal d are assembled in a single copy per layer.
-        """
-        from mlx_lm.models.cache import BatchKVCache, KVCache
-
-        mx = self._mx
-        B, P = len(rows), len(self.prompt)
-        dmax = max(d for _, d in rows)
-        pads = [dmax - d for _, d in rows]
-        out = []
-        for layer, c in enumerate(self._prompt_cache):
-            ks, vs = [], []
-            for arr, which in ((c.keys, ks), (c.values, vs)):
-                idx = 0 if which is ks else 1
-                prompt = arr[..., :P, :]
-                H, D = prompt.shape[1], prompt.shape[3]
-                tail = [mx.zeros((B, H, room, D), prompt.dtype)] if room else []
-                if len(set(pads)) == 1:
-                    segs = [mx.concatenate([e.kv[layer][idx][..., :d, :] for e, d in rows], axis=0)] if dmax else []
-                    which.append(mx.concatenate([mx.broadcast_to(prompt, (B, H, P, D)), *segs, *tail], axis=2))
-                else:
-                    per_row = [mx.concatenate(([mx.zeros((1, H, pad, D), prompt.dtype)] if pad else [])
-                                              + [prompt] + ([e.kv[layer][idx][..., :d, :]] if d else []),
-                                              axis=2) for (e, d), pad in zip(rows, pads)]
-                    which.append(mx.concatenate([mx.concatenate(per_row, axis=0), *tail], axis=2))
-            if B == 1:
-                n = KVCache()
-                n.keys, n.values, n.offset = ks[0], vs[0], P + dmax
-            else:
-                n = BatchKVCache(pads)
-                n.keys, n.values = ks[0], vs[0]
-                n._idx = P + dmax
-                n.offset = n.offset + n._idx
-            out.append(n)
-        return out
+        """A cache holding prompt + ``prefix[:d]`` for each ``(entry, d)`` row plus ``room`` free
+        slots (:func:`.kv_builder.build`)."""
+        return build(self._prompt_cache, len(self.prompt), rows, room)
 
     def _prepare(self, prefixes: list[tuple[int, ...]], plans: list, room: int):
         """Cache for prompt + each prefix (one row each) and the log-prob row after each prefix
@@ -396,7 +308,7 @@ class Session:
         if B == 1 and not pads[0]:
             template = KVCache()
             template.offset = length
-        else:  # padding and offsets made once, shared by the layers (see _gathered_caches)
+        else:  # padding and offsets made once, shared by the layers (see kv_builder.gather_rows)
             template = BatchKVCache(pads)
             template._idx = length
             template.offset = template.offset + length
@@ -484,7 +396,6 @@ class Session:
         is a subset of them, unless float64 rounding on the host orders near-ties differently —
         :meth:`_take_ahead` checks which it is. The n fed tokens count as
         ``stats.speculative_tokens`` until a query uses them."""
-
         mx = self._mx
         self._ahead = None
         B, kk = ids.shape
@@ -505,40 +416,13 @@ class Session:
         mx.async_eval(ids, vals, src, tok)  # read by the next call before the pass below is done
         self.stats.model_time_s += time.perf_counter() - t0
         parent = mx.take(rows, src)
-        new = self._gathered_caches(cache, parent, n)
+        new = gather_rows(cache, parent, n)
         lp = self._forward(tok[:, None], new, count=False)
         t0 = time.perf_counter()
         mx.async_eval(lp)
         self.stats.model_time_s += time.perf_counter() - t0
         self.stats.speculative_tokens += n
         self._ahead = (list(prefixes), src, tok, new, lp)
-
-    def _gathered_caches(self, cache, parent, n: int) -> list:
-        """Batch caches of ``n`` rows, row r a copy of row ``parent[r]`` of ``cache`` (a batch
-        cache, or a plain one-row cache), one take per layer and tensor.
-
-        Every layer of a cache holds the same positions, so the rows' left padding and offsets
-        are gathered once and shared by the layers' caches (each layer rebinds its own
-        ``offset`` when it is written): the graph built per step on the host stays at two ops
-        per layer, which is what bounds a beam step when kernel launches are host work (GPU)."""
-        from mlx_lm.models.cache import BatchKVCache
-
-        mx = self._mx
-        first = cache[0]
-        template = BatchKVCache([0] * n)
-        if isinstance(first, BatchKVCache):
-            template.left_padding = mx.take(first.left_padding, parent)
-            template.offset = mx.take(first.offset, parent)
-            template._idx = first._idx
-        else:  # a plain cache (the prompt's, or one row): no padding
-            template.offset = mx.full((n,), first.offset, dtype=mx.int32)
-            template._idx = first.offset
-        out = []
-        for c in cache:
-            nc = copy.copy(template)
-            nc.keys, nc.values = mx.take(c.keys, parent, axis=0), mx.take(c.values, parent, axis=0)
-            out.append(nc)
-        return out
 
     def _take_ahead(self, prefixes: list):
         """The (B, V) log-prob rows after ``prefixes`` from the beam step queued ahead, when

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +153,4 @@ def load(model_cfg) -> LoadedModel:
                        vocab_size=vocab_size, max_context=int(max_ctx) if max_ctx else None,
                        load_time_s=load_time, config=config,
                        instruct=bool(model_cfg.get("instruct", False)), adapter_path=adapter)
+

@@ -82,7 +82,7 @@ def decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, temperature
            rng: np.random.Generator, top_k: int = 0, top_p: float = 1.0, pick=None):
     """The batched sampling loop over host log-prob tables (the toy table-LM session).
 
-    Same sampler and random stream as the model :class:`~specdifftree.backend.session.Session`
+    Same sampler and random stream as the model :class:`~specdifftree.backend.mlx.session.Session`
     (which runs the pipelined device loop of its own). ``lp`` (B, V): next-token log-probs of
     each row. Every iteration samples one token per active row; a row finishes at EOS or after
     ``max_new_tokens`` tokens (its last token is never fed). ``advance(active, done_rows,

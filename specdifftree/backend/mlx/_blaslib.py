@@ -1,5 +1,5 @@
-"""The BLAS-finding core of :mod:`specdifftree.blas`, importable without it: the package's
-``__init__`` calls :func:`preload` from here (``python -m specdifftree.blas`` then runs
+"""The BLAS-finding core of :mod:`specdifftree.backend.mlx.blas`, importable without it: the package's
+``__init__`` calls :func:`preload` from here (``python -m specdifftree.backend.mlx.blas`` then runs
 ``blas`` fresh as ``__main__``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import platform
 import subprocess
 import sys
 
-log = logging.getLogger("specdifftree.blas")
+log = logging.getLogger("specdifftree.backend.mlx.blas")
 
 OPT_OUT_ENV = "SPECDIFFTREE_NO_OPENBLAS"
 PATH_ENV = "SPECDIFFTREE_OPENBLAS"
@@ -96,7 +96,7 @@ def preload() -> str:
 
             warnings.warn("MLX was imported before specdifftree, so its matmuls use the slow "
                           "reference BLAS; import specdifftree first, or start Python as "
-                          "`python -m specdifftree.blas exec -- python ...`", stacklevel=3)
+                          "`python -m specdifftree.backend.mlx.blas exec -- python ...`", stacklevel=3)
     else:
         lib = find_openblas()
         if lib is None:
