@@ -3,7 +3,7 @@
 Every ``import``/``from ... import`` of the package's own modules counts, also those inside
 functions (a lazy import is still a dependency). Layers, from the bottom:
 
-errors & files -> metrics, config -> backend -> rewards -> tasks -> search -> baselines ->
+errors & files -> metrics, config, targets -> backend -> rewards -> tasks -> search -> baselines ->
 results, reports and run dirs -> runner -> launcher -> entry points.
 
 A task never imports a search method, a metric never imports a task, the backend never imports
@@ -21,7 +21,7 @@ PKG = REPO / "specdifftree"
 #: top-level module or subpackage of specdifftree -> layer (lower = more basic)
 LAYERS = {
     "errors": 0, "faults": 0, "flags": 0, "atomic": 0, "version": 0,
-    "metrics": 1, "config": 1, "answers": 1,
+    "metrics": 1, "config": 1, "answers": 1, "targets": 1,
     "backend": 2,
     "rewards": 3,
     "tasks": 4,

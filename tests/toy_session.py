@@ -23,12 +23,11 @@ space and the exact target π(x) ∝ p_θ(x)·exp(λ·r(x)), for correctness tes
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from specdifftree.backend.base import Rollout, SessionStats
+from specdifftree.backend.base import Rollout, SessionStats, StatsCounters
 from specdifftree.backend.mlx.sampling import decode
 from specdifftree.search.numerics import logsumexp
 
@@ -107,7 +106,7 @@ def numpy_decode(lp: np.ndarray, max_new_tokens: int, eos_ids, advance, *, tempe
     return decode(lp, max_new_tokens, eos_ids, advance, temperature=temperature, rng=rng, pick=pick)
 
 
-class TableSession:
+class TableSession(StatsCounters):
     """A :class:`TableLM` behind the Session interface (see the module docstring).
 
     ``sampler``: ``"mlx"`` draws rollout tokens exactly as the model Session does (same code,
@@ -125,18 +124,6 @@ class TableSession:
                                   prompt_tokens=int(prompt_tokens), cache_mode="table")
         self._lp: dict[Prefix, np.ndarray] = {(): lm(())}
         self._covered: set[Prefix] = set()  # prefixes whose KV the Session would hold
-
-    @property
-    def tokens_processed(self) -> int:
-        return self.stats.tokens_processed
-
-    @property
-    def model_calls(self) -> int:
-        return self.stats.model_calls
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.stats.prompt_tokens
 
     def decode(self, tokens: Sequence[int]) -> str:
         return " ".join(str(int(t)) for t in tokens)

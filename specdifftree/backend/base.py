@@ -74,6 +74,25 @@ class SessionStats:
     recomputed_tokens: int | None = None
 
 
+class StatsCounters:
+    """``model_calls``, ``tokens_processed`` and ``prompt_tokens`` of a Session, read from its
+    ``stats`` (:class:`SessionStats`): a Session class inherits them."""
+
+    stats: SessionStats
+
+    @property
+    def model_calls(self) -> int:
+        return self.stats.model_calls
+
+    @property
+    def tokens_processed(self) -> int:
+        return self.stats.tokens_processed
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.stats.prompt_tokens
+
+
 @runtime_checkable
 class Session(Protocol):
     """Model access for one prompt: everything a search method or the runner reads."""

@@ -11,11 +11,10 @@ its new key.
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..targets import construct, import_target, settings, unknown_key
 
 #: keys of a method config read by the runner
 RUNNER_KEYS = ("_target_", "name", "answer")
@@ -33,21 +32,7 @@ RENAMED = {
 
 
 def method_class(target: str, name: str | None = None) -> type:
-    from hydra.utils import get_class
-
-    try:
-        return get_class(str(target))
-    except Exception as exc:  # noqa: BLE001 - Hydra wraps import errors in several types
-        label = f"method={name}: " if name else ""
-        raise ConfigError(f"{label}method._target_={target!r} cannot be imported: "
-                          f"{str(exc).splitlines()[0]}") from None
-
-
-def settings(cls: type) -> list[str]:
-    """The keyword arguments of ``cls.__init__`` (its config keys besides :data:`RUNNER_KEYS`)."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.name != "self"
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return import_target(target, "method", prefix=f"method={name}: " if name else "")
 
 
 def check_keys(cls: type, name: str, keys) -> None:
@@ -58,16 +43,11 @@ def check_keys(cls: type, name: str, keys) -> None:
             continue
         if key in RENAMED:  # an old name the class does not take (a class may still take it)
             raise ConfigError(RENAMED[key])
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f"did you mean method.{close[0]}? " if close else ""
-        raise ConfigError(f"method.{key} is not a setting of method={name}; {hint}"
-                          f"its settings: {', '.join(known) or 'none'}")
+        raise unknown_key("method", key, f"method={name}", known)
 
 
 def instantiate_method(config: Mapping[str, Any]):
     """The method object of a method config (``_target_``, ``name`` and the class's arguments)."""
-    from hydra.utils import instantiate
-
     from ..answers import AGGREGATE_RULES, check_rule, is_sampling
 
     config = dict(config)
@@ -80,15 +60,7 @@ def instantiate_method(config: Mapping[str, Any]):
     args = {k: v for k, v in config.items() if k not in ("name",)}
     if "answer" in args and ("answer" not in settings(cls) or args["answer"] in AGGREGATE_RULES):
         args.pop("answer")  # the runner applies it (specdifftree.answers)
-    try:
-        method = instantiate(args, _convert_="all")
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Hydra wraps the constructor's own error
-        cause = exc.__cause__ or exc
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"method={name}: {str(cause).splitlines()[0]}") from None
+    method = construct(args, f"method={name}")
     method.name = str(config.get("name") or method.name)
     check_rule(config.get("answer"), method.name, is_sampling(method),
                getattr(method, "needs_model", True))

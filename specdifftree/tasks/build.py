@@ -19,14 +19,13 @@ setting and the list of settings; so is a task key its class does not take.
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..targets import construct, import_target, settings, unknown_key
 
 #: keys of the dataset node read by the runner (not by the source or the task)
 RUNNER_KEYS = ("_target_", "name", "task", "subset_seed", "ids_file")
@@ -46,23 +45,10 @@ def _container(node: Any, resolve: bool) -> dict:
 
 def target_class(target: Any, where: str) -> type:
     """The class named by ``<where>._target_`` (one ConfigError line when it cannot be imported)."""
-    from hydra.utils import get_class
-
     if not target:
         raise ConfigError(f"{where}._target_ is missing: name the class that serves it "
                           "(docs/extending.md)")
-    try:
-        return get_class(str(target))
-    except Exception as exc:  # noqa: BLE001 - Hydra wraps import errors in several types
-        raise ConfigError(f"{where}._target_={target!r} cannot be imported: "
-                          f"{str(exc).splitlines()[0]}") from None
-
-
-def settings(cls: type) -> list[str]:
-    """The keyword arguments of ``cls.__init__``: the config keys it takes."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.name != "self"
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return import_target(target, where)
 
 
 def check_keys(cls: type, where: str, keys, also=()) -> None:
@@ -71,24 +57,7 @@ def check_keys(cls: type, where: str, keys, also=()) -> None:
     for key in keys:
         if key == "_target_" or key in known or key in also:
             continue
-        close = difflib.get_close_matches(str(key), [*known, *also], n=1)
-        hint = f"did you mean {where}.{close[0]}? " if close else ""
-        raise ConfigError(f"{where}.{key} is not a setting of {cls.__name__}; {hint}"
-                          f"its settings: {', '.join(known) or 'none'}")
-
-
-def _construct(config: dict, where: str):
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(config, _convert_="all")
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Hydra wraps the constructor's own error
-        cause = exc.__cause__ or exc
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"{where}: {str(cause).splitlines()[0]}") from None
+        raise unknown_key(where, key, cls.__name__, known, [*known, *also])
 
 
 def _task_reads(raw_task: Any) -> set[str]:
@@ -125,7 +94,7 @@ def ids_file(dataset_cfg):
 
 def build_source(dataset_cfg):
     """The data source object of a dataset config (see the module docstring)."""
-    return _construct(source_config(dataset_cfg), "dataset")
+    return construct(source_config(dataset_cfg), "dataset")
 
 
 def _check_tree(node: Any, where: str) -> None:
@@ -155,4 +124,4 @@ def build_task(dataset_cfg):
         raise ConfigError("dataset.task._target_ is missing: name the task class "
                           "(docs/extending.md)")
     _check_tree(config, "dataset.task")
-    return _construct(dict(config), "dataset.task")
+    return construct(dict(config), "dataset.task")

@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import BackendError
-from ..base import Rollout, SessionStats
+from ..base import Rollout, SessionStats, StatsCounters
 from .loader import LoadedModel
 from .kv_builder import build, gather_rows
 from .kvstore import PrefixKVStore
@@ -53,7 +53,20 @@ from .sampling import sample, step_keys
 PREFILL_CHUNK = 2048  # prompt tokens per forward pass during prefill
 
 
-class Session:
+def checked_prompt(lm: LoadedModel, prompt_tokens: Sequence[int], max_new_tokens: int) -> tuple:
+    """The prompt as a tuple of ints; BackendError when it is empty or it and ``max_new_tokens``
+    do not fit the model's context."""
+    prompt = tuple(int(t) for t in prompt_tokens)
+    if not prompt:
+        raise BackendError("the prompt is empty")
+    if lm.max_context and len(prompt) + max_new_tokens > lm.max_context:
+        raise BackendError(
+            f"prompt of {len(prompt)} tokens + {max_new_tokens} new tokens exceeds the "
+            f"model's context of {lm.max_context} tokens (shorten dataset.context_length)")
+    return prompt
+
+
+class Session(StatsCounters):
     """See the module docstring."""
 
     def __init__(self, lm: LoadedModel, prompt_tokens: Sequence[int], max_new_tokens: int = 0,
@@ -63,13 +76,7 @@ class Session:
 
         self._mx = mx
         self.lm = lm
-        self.prompt = tuple(int(t) for t in prompt_tokens)
-        if not self.prompt:
-            raise BackendError("the prompt is empty")
-        if lm.max_context and len(self.prompt) + max_new_tokens > lm.max_context:
-            raise BackendError(
-                f"prompt of {len(self.prompt)} tokens + {max_new_tokens} new tokens exceeds the "
-                f"model's context of {lm.max_context} tokens (shorten dataset.context_length)")
+        self.prompt = checked_prompt(lm, prompt_tokens, max_new_tokens)
         self.eos_ids = frozenset(lm.eos_token_ids)
         self.vocab_size = lm.vocab_size
         self.stats = SessionStats(prompt_tokens=len(self.prompt))
@@ -113,19 +120,7 @@ class Session:
             raise BackendError(f"model {self.lm.name} uses cache type(s) {sorted(kinds)}; the Session "
                                "supports models with a plain KVCache (Llama, Qwen, Mistral, Phi, ...)")
 
-    # ------------------------------------------------------------------ counters
-    @property
-    def model_calls(self) -> int:
-        return self.stats.model_calls
-
-    @property
-    def tokens_processed(self) -> int:
-        return self.stats.tokens_processed
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.stats.prompt_tokens
-
+    # ------------------------------------------------------------------ text
     def decode(self, tokens: Sequence[int]) -> str:
         return self.lm.decode(list(tokens))
 

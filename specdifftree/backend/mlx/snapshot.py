@@ -40,9 +40,10 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import BackendError
-from ..base import Rollout, SessionStats
+from ..base import Rollout, SessionStats, StatsCounters
 from .loader import LoadedModel
 from .sampling import decode
+from .session import checked_prompt
 
 PREFILL_CHUNK = 2048
 
@@ -80,7 +81,7 @@ def _nbytes(cache) -> int:
     return total
 
 
-class SnapshotSession:
+class SnapshotSession(StatsCounters):
     """See the module docstring."""
 
     def __init__(self, lm: LoadedModel, prompt_tokens: Sequence[int], max_new_tokens: int = 0,
@@ -95,13 +96,7 @@ class SnapshotSession:
         self.kv_group_size = int(kv_group_size)
         self.quantized_kv_start = int(quantized_kv_start)
         self.lm = lm
-        self.prompt = tuple(int(t) for t in prompt_tokens)
-        if not self.prompt:
-            raise BackendError("the prompt is empty")
-        if lm.max_context and len(self.prompt) + max_new_tokens > lm.max_context:
-            raise BackendError(
-                f"prompt of {len(self.prompt)} tokens + {max_new_tokens} new tokens exceeds the "
-                f"model's context of {lm.max_context} tokens (shorten dataset.context_length)")
+        self.prompt = checked_prompt(lm, prompt_tokens, max_new_tokens)
         self.eos_ids = frozenset(lm.eos_token_ids)
         self.vocab_size = lm.vocab_size
         self.stats = SnapshotStats(prompt_tokens=len(self.prompt))
@@ -127,19 +122,7 @@ class SnapshotSession:
         self._root = cache
         self._remember((), self._to_logprobs(logits)[0])
 
-    # ------------------------------------------------------------------ counters
-    @property
-    def model_calls(self) -> int:
-        return self.stats.model_calls
-
-    @property
-    def tokens_processed(self) -> int:
-        return self.stats.tokens_processed
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.stats.prompt_tokens
-
+    # ------------------------------------------------------------------ text
     def decode(self, tokens: Sequence[int]) -> str:
         return self.lm.decode(list(tokens))
 
