@@ -3,10 +3,11 @@
 The Session keeps the prompt's KV once and the KV of tokens beyond it in a prefix store
 (:mod:`.kvstore`); these functions assemble the per-layer caches a forward pass needs. A batch
 cache is filled directly (keys, values, padding and write position), as mlx-lm's
-``BatchKVCache.merge`` fills one, without copying rows through ``update_and_fetch``; they set mlx-lm's private write
-index ``BatchKVCache._idx`` (as does the Session's hot-batch extension), which mlx-lm's public
-cache API has no setter for short of a copy per row (docs/performance.md: these copies are what
-the tuned hot path avoids).
+``BatchKVCache.merge`` fills one, without copying rows through ``update_and_fetch``. This module
+is the only place that sets mlx-lm's private write index ``BatchKVCache._idx``: the public cache
+API has no setter for it, ``merge`` copies every row with one slice update per layer, and
+``filter`` reads the padding on the host (a blocking read that would stall the pipelined decode;
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -84,3 +85,36 @@ def gather_rows(cache, parent, n: int):
         nc.keys, nc.values = mx.take(c.keys, parent, axis=0), mx.take(c.values, parent, axis=0)
         new.append(nc)
     return new
+
+
+def is_batch(cache) -> bool:
+    """Whether ``cache`` (a list of layer caches) is a batch cache (else one plain row)."""
+    from mlx_lm.models.cache import BatchKVCache
+
+    return isinstance(cache[0], BatchKVCache)
+
+
+def take_rows(cache, idx, pads: list[int] | None):
+    """Layer caches holding the rows ``idx`` (device int array) of ``cache`` at their current
+    length: ``pads`` are those rows' left paddings (read on the host by the caller) for a batch
+    cache, None for a plain one. One row without padding stays a plain ``KVCache``. As in
+    :func:`gather_rows`, the padding and offsets are made once and shared by the layers."""
+    from mlx_lm.models.cache import BatchKVCache, KVCache
+
+    first = cache[0]
+    B = int(idx.shape[0])
+    length = first._idx if pads is not None else first.offset
+    pads = pads if pads is not None else [0] * B
+    if B == 1 and not pads[0]:
+        template = KVCache()
+        template.offset = length
+    else:
+        template = BatchKVCache(pads)
+        template._idx = length
+        template.offset = template.offset + length
+    out = []
+    for c in cache:
+        n = copy.copy(template)
+        n.keys, n.values = mx.take(c.keys, idx, axis=0), mx.take(c.values, idx, axis=0)
+        out.append(n)
+    return out

@@ -34,7 +34,6 @@ batch cache's padding, which wait for the queued steps).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import Sequence
@@ -44,7 +43,7 @@ import numpy as np
 from ...errors import BackendError
 from ..base import Rollout, SessionStats, StatsCounters
 from .loader import LoadedModel
-from .kv_builder import build, gather_rows
+from .kv_builder import build, gather_rows, is_batch, take_rows
 from .kvstore import PrefixKVStore
 from .logprob_cache import LogprobCache
 from .sampling import sample, step_keys
@@ -286,32 +285,16 @@ class Session(StatsCounters):
     def _extend_hot(self, prefixes: list) -> list:
         """Log-prob rows after ``prefixes``, each the prefix of a hot row plus one token: the hot
         rows are gathered (one take per layer and tensor) and the new tokens fed in one pass."""
-        from mlx_lm.models.cache import BatchKVCache, KVCache
-
         mx = self._mx
         hot, rows, _ = self._hot
         src = [rows[p[:-1]] for p in prefixes]
         idx = mx.array(src)
         B = len(prefixes)
-        first = hot[0]
-        if isinstance(first, BatchKVCache):
-            pads = self._host_ints(first.left_padding)
+        pads = None
+        if is_batch(hot):
+            pads = self._host_ints(hot[0].left_padding)
             pads = [pads[r] for r in src]
-            length = first._idx
-        else:
-            pads, length = [0] * B, first.offset
-        if B == 1 and not pads[0]:
-            template = KVCache()
-            template.offset = length
-        else:  # padding and offsets made once, shared by the layers (see kv_builder.gather_rows)
-            template = BatchKVCache(pads)
-            template._idx = length
-            template.offset = template.offset + length
-        cache = []
-        for c in hot:
-            n = copy.copy(template)
-            n.keys, n.values = mx.take(c.keys, idx, axis=0), mx.take(c.values, idx, axis=0)
-            cache.append(n)
+        cache = take_rows(hot, idx, pads)
         out = self._forward(mx.array([[p[-1]] for p in prefixes]), cache)
         for r, p in enumerate(prefixes):
             self._remember(p, out, r)
