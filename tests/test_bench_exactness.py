@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 from specdifftree.search import build
-from specdifftree.search.base import Budget, RewardOracle
+from specdifftree.search.base import RewardOracle
 from toy_session import TableLM, TableSession, enumerate_sequences, table_reward
 
 sys.path.insert(0, str(REPO / "experiments"))

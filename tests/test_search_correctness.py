@@ -7,7 +7,7 @@ from specdifftree.search import build
 from specdifftree.search.base import Budget, RewardOracle
 from specdifftree.search.stats import total_variation
 from toy_session import TableLM, TableSession, enumerate_sequences, exact_target
-from specdifftree.search.tree import sample_from_tree, tree_distribution
+from specdifftree.search.tree import tree_distribution
 
 # 3 ordinary tokens + EOS, at most 5 tokens: 364 complete continuations
 TABLE = TableLM.random(4, eos_ids=[3], seed=3, alpha=0.7)

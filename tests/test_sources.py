@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from omegaconf import OmegaConf
 from specdifftree.config import compose
 from specdifftree.errors import ConfigError, DataError
 from specdifftree.tasks.series import Series
-from specdifftree.tasks.m4_files import M4_RULES, read_m4_csv
+from specdifftree.tasks.m4_files import M4_RULES
 from specdifftree.tasks.sources import load_series, select
 
 from conftest import m4_files as m4_root

@@ -13,7 +13,6 @@ import time
 
 import pyte
 
-from conftest import REPO
 
 COLS, ROWS = 220, 200
 BAR = re.compile(r"\d+%\|")            # a tqdm bar: "50%|█████     |"

@@ -273,9 +273,6 @@ class DTS(TreeSearch):
         logw = -math.inf if failed else t.seq_logprob(leaf) + self.lam * r - logq + log_open
         run.extra.setdefault("sims", []).append((end, logw, failed))
 
-    def no_new(self, run: Run, x: int) -> bool:
-        return not self.can_expand(run, x)
-
     # ------------------------------------------------------------------ backup
     def backup(self, run: Run, path: list[int]) -> None:
         t = run.tree
