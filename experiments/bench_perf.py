@@ -142,6 +142,7 @@ def run_method(lm, prompt, name: str, args) -> dict:
     import mlx.core as mx
 
     from specdifftree.config import compose
+    from specdifftree.gcpause import paused_gc
     from specdifftree.rewards.build import build_reward
     from specdifftree.runner import build_method
     from specdifftree.backend.mlx.session import Session
@@ -171,12 +172,13 @@ def run_method(lm, prompt, name: str, args) -> dict:
 
     mx.reset_peak_memory()
     t0 = time.perf_counter()
-    session = Recorder(Session(lm, prompt, max_new_tokens=args.new_tokens,
-                               kv_cache_mb=args.kv_cache_mb))
-    oracle = RewardOracle(reward_fn)
-    budget = Budget(rollouts=args.rollouts if name != "greedy" else 1, tokens=None,
-                    max_new_tokens=args.new_tokens)
-    method.search(session, oracle, budget, np.random.default_rng(args.seed))
+    with paused_gc():  # as the runner searches a sample (specdifftree/solvers.py)
+        session = Recorder(Session(lm, prompt, max_new_tokens=args.new_tokens,
+                                   kv_cache_mb=args.kv_cache_mb))
+        oracle = RewardOracle(reward_fn)
+        budget = Budget(rollouts=args.rollouts if name != "greedy" else 1, tokens=None,
+                        max_new_tokens=args.new_tokens)
+        method.search(session, oracle, budget, np.random.default_rng(args.seed))
     wall = time.perf_counter() - t0
     peak = mx.get_peak_memory() / 2**20
     base, base_steps = mlx_lm_baseline(lm, prompt, session.rollouts,

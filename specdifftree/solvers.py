@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .answers import AGGREGATE_RULES, is_sampling
+from .gcpause import paused_gc
 from .results import ROW_KEY
 from .rewards.base import RewardDiagnostics
 from .rollouts import Recorder
@@ -82,19 +83,20 @@ class ModelSolver:
         cfg, task, method, lm = exp.cfg, exp.task, exp.method, exp.lm
         prompt = task.prompt(s, lm)
         max_new = int(cfg.max_new_tokens or task.max_new_tokens(s, lm))
-        session = lm.session(list(prompt.tokens), max_new_tokens=max_new, **backend_settings(cfg))
+        with paused_gc():  # no collector pass inside the timed search (specdifftree/gcpause.py)
+            session = lm.session(list(prompt.tokens), max_new_tokens=max_new, **backend_settings(cfg))
 
-        def reward_fn(seqs):
-            texts = [lm.decode(q) for q in seqs]
-            forecasts, valid = task.reward_inputs(texts, s)
-            return exp.reward.score(forecasts, texts, valid, ctx)
+            def reward_fn(seqs):
+                texts = [lm.decode(q) for q in seqs]
+                forecasts, valid = task.reward_inputs(texts, s)
+                return exp.reward.score(forecasts, texts, valid, ctx)
 
-        recorder = Recorder(session, RewardOracle(reward_fn))  # scored continuations -> samples.jsonl
-        session, oracle = recorder.session, recorder.oracle
-        # budget.rollouts is 20 unless budget.tokens is set (conf/config.yaml; see Meter)
-        budget = Budget(rollouts=cfg.budget.rollouts, tokens=cfg.budget.tokens,
-                        max_new_tokens=max_new)
-        result = method.search(session, oracle, budget, np.random.default_rng([int(cfg.seed), index]))
+            recorder = Recorder(session, RewardOracle(reward_fn))  # scored continuations -> samples.jsonl
+            session, oracle = recorder.session, recorder.oracle
+            # budget.rollouts is 20 unless budget.tokens is set (conf/config.yaml; see Meter)
+            budget = Budget(rollouts=cfg.budget.rollouts, tokens=cfg.budget.tokens,
+                            max_new_tokens=max_new)
+            result = method.search(session, oracle, budget, np.random.default_rng([int(cfg.seed), index]))
         text = lm.decode(list(result.tokens))
         n_gen = len(result.tokens)
         mean_lp = (result.logprob / n_gen) if (result.logprob is not None and n_gen) else None

@@ -20,7 +20,7 @@ PKG = REPO / "specdifftree"
 
 #: top-level module or subpackage of specdifftree -> layer (lower = more basic)
 LAYERS = {
-    "errors": 0, "faults": 0, "flags": 0, "atomic": 0, "version": 0,
+    "errors": 0, "faults": 0, "flags": 0, "atomic": 0, "version": 0, "gcpause": 0,
     "metrics": 1, "config": 1, "answers": 1, "targets": 1,
     "backend": 2,
     "rewards": 3,

@@ -175,8 +175,12 @@ class SnapshotSession(StatsCounters):
                         "dimension (32, 64 or 128)") from None
 
     def _to_logprobs(self, logits) -> np.ndarray:
+        """Log-probs on the host; evaluating and copying them waits for the device (model time)."""
         mx = self._mx
-        return np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True), dtype=np.float64)
+        t0 = time.perf_counter()
+        out = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True), dtype=np.float64)
+        self.stats.model_time_s += time.perf_counter() - t0
+        return out
 
     def _remember(self, key, lp) -> None:
         self._lp[key] = lp
