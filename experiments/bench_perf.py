@@ -20,7 +20,8 @@ vocabulary 2048). For every method it records
   measured in the same process right after the method;
 - ``peak_memory_mb`` (``mx.get_peak_memory``);
 - ``host_overhead = (wall_s - model_time_s) / wall_s``: the share of wall time the host spends
-  outside the model (graph building and waiting for the device count as model time);
+  outside the model (graph building, waiting for the device and reading device values on the
+  host count as model time);
 - ``ms_per_step``: wall milliseconds per forward pass of the search (prefill included), and
   ``baseline_ms_per_step`` the same for mlx-lm's run (its generation steps + one prefill);
 

@@ -151,10 +151,9 @@ class Session(StatsCounters):
 
     def _read(self, *arrays) -> list[np.ndarray]:
         """Device arrays evaluated and copied to the host (NumPy), the wait and the copy counted
-        as model time. On the CUDA backend the copy is where the host waits: right after an
-        evaluation of a decode step's tokens returned, ``tolist()`` of 20 tokens took 1.4 ms
-        per step (H100, mcts with 20 parallel rollouts; docs/performance.md), the device
-        finishing the step queued ahead."""
+        as model time. On the CUDA backend the copy is where the host waits: right after the
+        evaluation of a decode step's tokens had returned, ``tolist()`` of those 20 tokens took
+        1.4 ms per step (H100, mcts with 20 parallel rollouts; docs/performance.md)."""
         t0 = time.perf_counter()
         self._mx.eval(*arrays)
         out = [np.array(a) for a in arrays]
