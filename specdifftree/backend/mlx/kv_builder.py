@@ -71,7 +71,7 @@ def gather_rows(cache, parent, n: int):
     from mlx_lm.models.cache import BatchKVCache
 
     first = cache[0]
-    template = _blank_batch_cache()
+    template = _clone(_batch_cache_prototype())
     if isinstance(first, BatchKVCache):
         template.left_padding = mx.take(first.left_padding, parent)
         template.offset = mx.take(first.offset, parent)
@@ -88,15 +88,11 @@ def gather_rows(cache, parent, n: int):
     return new
 
 
-def _blank_batch_cache():
-    """A ``BatchKVCache`` with every attribute its ``__init__`` sets, cloned from one made once:
-    the caller sets keys, values, padding, offsets and the write index. (``__init__`` builds two
-    small device arrays, about 50 µs a beam step on the CUDA backend's host path.)"""
-    return _clone(_batch_cache_prototype())
-
-
 @functools.cache
 def _batch_cache_prototype():
+    """A ``BatchKVCache`` made once, with every attribute its ``__init__`` sets; beam steps clone
+    it and set keys, values, padding, offsets and the write index (``__init__`` builds two small
+    device arrays, about 50 µs a beam step on the CUDA backend's host path)."""
     from mlx_lm.models.cache import BatchKVCache
 
     return BatchKVCache([0])
